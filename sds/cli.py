@@ -1,0 +1,134 @@
+"""The ``sds`` command. Heavy imports (torch, diffusers) happen inside each command, so ``--help`` and
+config errors are instant. Expected failures print one line and exit non-zero, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from sds.config import ConfigError, load_config, to_yaml
+
+log = logging.getLogger("sds")
+
+EXAMPLES = """examples:
+  sds generate "a red cube"
+  sds generate --config configs/quick.yaml "a blue torus" seed=1 steps=300
+  sds generate "a castle" model=/path/to/stable-diffusion-2-1-base device=cuda
+  sds show-config --config configs/quick.yaml steps=100
+  sds resume outputs/a-red-cube-1a2b3c4d/20261128-101500 steps=800
+  sds export outputs/a-red-cube-1a2b3c4d/20261128-101500 --format glb,obj,ply --resolution 192
+  sds sample "a red cube" -n 8 --scheduler ddim --steps 50
+"""
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, applied last (e.g. steps=300 seed=2 model=PATH guidance.guidance_scale=10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sds", description="Text-to-3D by Score Distillation Sampling.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="prompt -> NeRF -> mesh in a new run folder")
+    p.add_argument("prompt", help='what to make, e.g. "a red cube"')
+    p.add_argument("--config", help="YAML file with the settings that differ from the defaults")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_overrides(p)
+
+    p = sub.add_parser("show-config", help="print the resolved config and exit")
+    p.add_argument("--config")
+    p.add_argument("--prompt", default=None)
+    _add_overrides(p)
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint (steps=N extends a finished one)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--no-progress", action="store_true")
+    _add_overrides(p)
+
+    p = sub.add_parser("export", help="re-export the mesh of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", default=None, help="comma-separated: glb,obj,ply")
+    p.add_argument("--resolution", type=int, default=None, help="marching-cubes grid resolution")
+    p.add_argument("--threshold", type=float, default=None, help="density iso-level (default: automatic)")
+    p.add_argument("--faces", type=int, default=None, help="decimate to at most this many faces (0: keep all)")
+    p.add_argument("--no-video", action="store_true")
+
+    p = sub.add_parser("view", help="write and open a self-contained HTML viewer of a run's model.glb")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--no-open", action="store_true", help="only write the HTML file")
+
+    p = sub.add_parser("sample", help="a grid of 2D samples from the guidance model, to check it knows the prompt")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="builtin")
+    p.add_argument("--scheduler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("-n", type=int, default=8, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="PNG path (default: outputs/samples/<slug>.png)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("train-prior", help="render the primitive world and (re)train the built-in prior")
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None, help="stop after this long; rerun to resume")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--images-per-caption", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--install", action="store_true", help="copy the exported model into the package as the default")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        print(f"sds: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sds: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # expected failures carry their own message; others still get one line
+        from sds.errors import user_message
+
+        message = user_message(e)
+        if message is None:
+            raise
+        print(f"sds: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args) -> int:
+    from sds import commands
+
+    if args.command == "show-config":
+        cfg = load_config(args.config, args.overrides, prompt=args.prompt, require_prompt=False)
+        print(to_yaml(cfg), end="")
+        return 0
+    if args.command == "generate":
+        cfg = load_config(args.config, args.overrides, prompt=args.prompt)
+        return commands.generate(cfg, show_progress=not args.no_progress)
+    if args.command == "resume":
+        return commands.resume(args.run_dir, args.overrides, show_progress=not args.no_progress)
+    if args.command == "export":
+        return commands.export(args.run_dir, args.format, args.resolution, args.threshold, args.faces, args.no_video)
+    if args.command == "view":
+        return commands.view(args.run_dir, open_browser=not args.no_open)
+    if args.command == "sample":
+        return commands.sample(args)
+    if args.command == "train-prior":
+        return commands.train_prior(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""Typed run configuration: defaults in dataclasses, YAML holds differences, ``key=value`` goes last.
+
+Everything is validated here, before any model loads: unknown keys (with a did-you-mean), wrong types,
+out-of-range values and an empty prompt each raise :class:`ConfigError` with a one-line message naming
+the key. This module imports no torch, so ``sds show-config`` and config errors are instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A weight that changes linearly over steps: ``start`` until ``start_step``, ``end`` from ``end_step``.
+
+    In YAML either a number (constant) or a mapping ``{start, end, start_step, end_step}``.
+    """
+
+    start: float
+    end: float
+    start_step: int = 0
+    end_step: int = 0
+
+    def at(self, step: int) -> float:
+        if step <= self.start_step:
+            return self.start
+        if step >= self.end_step:
+            return self.end
+        frac = (step - self.start_step) / (self.end_step - self.start_step)
+        return self.start + frac * (self.end - self.start)
+
+
+def constant(value: float) -> Ramp:
+    return Ramp(value, value)
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """The frozen text-to-image model and the SDS loss."""
+
+    model: str = "builtin"
+    """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `model` is a hub id."""
+    guidance_scale: float = 20.0
+    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u)."""
+    t_min: float = 0.02
+    """Smallest diffusion time sampled, as a fraction of the model's training timesteps."""
+    t_max: float = 0.98
+    """Largest diffusion time sampled at step 0."""
+    t_max_end: float = 0.5
+    """Largest diffusion time once annealing is over (equal to t_max: no annealing)."""
+    anneal_fraction: float = 0.5
+    """Fraction of the run over which t_max falls linearly from t_max to t_max_end."""
+    weighting: Literal["one_minus_alpha_bar", "uniform", "sqrt_one_minus_over_alpha_bar"] = "one_minus_alpha_bar"
+    """w(t): 1 - alpha_bar (DreamFusion), 1, or sqrt((1 - alpha_bar) / alpha_bar)."""
+    grad_clip: float | None = None
+    """Clamp each element of the SDS gradient to [-grad_clip, grad_clip] (None: no clamp)."""
+    view_dependent_prompts: bool = True
+    """Append ", front view" / ", side view" / ... chosen from each camera."""
+    negative_prompt: str = ""
+    """Text for the unconditional branch of CFG."""
+    half_precision: bool = False
+    """Run the frozen model in float16 (CUDA only)."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Random orbit cameras for training; their defaults match the built-in prior's training images."""
+
+    batch_size: int = 4
+    """Views rendered per step (azimuths stratified across the batch)."""
+    radius_range: tuple[float, float] = (2.3, 2.7)
+    elevation_range_deg: tuple[float, float] = (-10.0, 60.0)
+    fov_range_deg: tuple[float, float] = (36.0, 44.0)
+    light_jitter_deg: float = 30.0
+    """The point light sits at the camera's azimuth/elevation jittered by up to this many degrees."""
+    front_half_width_deg: float = 45.0
+    back_half_width_deg: float = 45.0
+    overhead_elevation_deg: float = 60.0
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """The NeRF: density + albedo over the cube [-bound, bound]^3."""
+
+    kind: Literal["grid", "hashgrid"] = "grid"
+    """"grid": dense voxel features via grid_sample; "hashgrid": multi-resolution hash encoding + MLP."""
+    bound: float = 1.0
+    grid_resolution: int = 48
+    """Voxels per axis of the dense grid."""
+    hash_levels: int = 12
+    hash_features_per_level: int = 2
+    hash_log2_table_size: int = 15
+    hash_base_resolution: int = 8
+    hash_max_resolution: int = 128
+    hidden_dim: int = 32
+    """Width of the MLP heads (hashgrid)."""
+    density_activation: Literal["softplus", "exp"] = "softplus"
+    blob_density: float = 10.0
+    """Density added at the centre, falling linearly to 0 at blob_radius: the run starts from a ball."""
+    blob_radius: float = 0.5
+    normal_eps: float = 0.02
+    """Step (world units) of the central differences that give normals."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Volume rendering and shading during training."""
+
+    resolution: int = 32
+    """Render size in pixels (square); resized to the guidance model's input size."""
+    samples_per_ray: int = 48
+    ambient: float = 0.35
+    albedo_warmup_steps: int = 100
+    """Steps of albedo-only shading at the start (shape first settles under colour alone)."""
+    textureless_prob: float = 0.2
+    """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
+    background: Literal["white", "mlp"] = "white"
+    """"white" matches the built-in prior; "mlp" learns a background from the view direction."""
+    random_background_prob: float = 0.0
+    """Probability of a random solid background colour per view (keeps an MLP background from eating the object)."""
+    sampler: Literal["auto", "torch", "nerfacc"] = "auto"
+    """"auto": nerfacc's occupancy grid on CUDA, pure torch elsewhere."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam learning rates per parameter group."""
+
+    lr_grid: float = 0.05
+    """Grid / hash-table features."""
+    lr_mlp: float = 0.005
+    lr_background: float = 0.005
+    grad_clip_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    """Regulariser weights, each a ramp over steps."""
+
+    orientation: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Penalise normals facing away from the camera (DreamFusion's orientation loss)."""
+    opacity_sparsity: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Mean opacity: discourages haze."""
+    opacity_entropy: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Binary entropy of opacity: pushes pixels to fully opaque or empty."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Mesh extraction and files written to result/."""
+
+    resolution: int = 128
+    """Marching-cubes grid resolution per axis."""
+    threshold: float | None = None
+    """Density iso-level; None: chosen so mesh silhouettes match the NeRF's opacity."""
+    formats: tuple[str, ...] = ("glb",)
+    """Any of "glb", "obj", "ply"."""
+    min_component_fraction: float = 0.05
+    """Drop connected components with fewer faces than this fraction of the largest (floaters)."""
+    fill_holes: bool = True
+    smooth_iterations: int = 0
+    max_faces: int = 20000
+    """Decimate to at most this many faces (0: keep all)."""
+    texture_size: int = 512
+    normalize: bool = True
+    """Centre the mesh at the origin and scale it to a unit bounding box."""
+    roughness: float = 0.8
+    video: bool = True
+    video_frames: int = 36
+    video_resolution: int = 128
+    preview_resolution: int = 128
+    chunk_size: int = 65536
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One prompt-to-mesh run."""
+
+    prompt: str = ""
+    seed: int = 0
+    steps: int = 600
+    output_dir: str = "outputs"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 100
+    preview_every: int = 100
+    guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    reg: RegularizerConfig = dataclasses.field(default_factory=RegularizerConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+
+ALIASES = {"model": "guidance.model"}
+"""Plain names for common overrides."""
+
+MAX_PROMPT_CHARS = 1000
+
+
+# ----------------------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against type `tp`, converting YAML forms (list -> tuple, int -> float, number -> Ramp)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is Ramp:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return constant(float(value))
+        if isinstance(value, Ramp):
+            return value
+        return _build(Ramp, value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+            raise ConfigError(f"{path}: unknown key{hint}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field (Ramp.start/end) is missing
+        raise ConfigError(f"{prefix}: {e}") from None
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    dotted = ALIASES.get(dotted, dotted)
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: overrides are key=value (e.g. steps=300)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{text}: missing key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                prompt: str | None = None, require_prompt: bool = True) -> RunConfig:
+    """Defaults <- YAML file <- key=value overrides <- prompt. Validated; raises ConfigError."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config: file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config: {path} is not valid YAML ({e.__class__.__name__})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config: {path} must hold a mapping of keys")
+        data = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    if prompt is not None:
+        data["prompt"] = prompt
+    cfg = _build(RunConfig, data)
+    validate(cfg, require_prompt=require_prompt)
+    return cfg
+
+
+# -------------------------------------------------------------------------------------- validation
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _check_range(pair: tuple[float, float], key: str, lo: float, hi: float) -> None:
+    _check(lo <= pair[0] <= pair[1] <= hi, key, f"need {lo} <= low <= high <= {hi}, got {list(pair)}")
+
+
+def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
+    """Range checks that types alone cannot express."""
+    if require_prompt:
+        _check(bool(cfg.prompt.strip()), "prompt", "empty; say what to make, e.g. sds generate \"a red cube\"")
+    _check(len(cfg.prompt) <= MAX_PROMPT_CHARS, "prompt", f"longer than {MAX_PROMPT_CHARS} characters")
+    _check(cfg.steps > 0, "steps", f"must be positive, got {cfg.steps}")
+    _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    _check(cfg.checkpoint_every > 0, "checkpoint_every", "must be positive")
+    _check(cfg.preview_every > 0, "preview_every", "must be positive")
+    g = cfg.guidance
+    _check(bool(g.model.strip()), "guidance.model", "empty")
+    _check(g.guidance_scale > 0, "guidance.guidance_scale", f"must be > 0, got {g.guidance_scale}")
+    _check(0 <= g.t_min < g.t_max <= 1, "guidance.t_min", f"need 0 <= t_min < t_max <= 1, got {g.t_min}, {g.t_max}")
+    _check(g.t_min < g.t_max_end <= g.t_max, "guidance.t_max_end", "need t_min < t_max_end <= t_max")
+    _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
+    _check(g.grad_clip is None or g.grad_clip > 0, "guidance.grad_clip", "must be > 0 or null")
+    c = cfg.camera
+    _check(c.batch_size > 0, "camera.batch_size", "must be positive")
+    _check_range(c.radius_range, "camera.radius_range", 1e-3, 1e3)
+    _check_range(c.elevation_range_deg, "camera.elevation_range_deg", -90, 90)
+    _check_range(c.fov_range_deg, "camera.fov_range_deg", 1, 179)
+    _check(c.radius_range[0] > cfg.field.bound * 3**0.5, "camera.radius_range",
+           f"cameras must stay outside the scene cube (radius > {cfg.field.bound * 3**0.5:.2f})")
+    f = cfg.field
+    _check(f.bound > 0, "field.bound", "must be positive")
+    _check(4 <= f.grid_resolution <= 512, "field.grid_resolution", "must be in [4, 512]")
+    _check(1 <= f.hash_levels <= 32, "field.hash_levels", "must be in [1, 32]")
+    _check(10 <= f.hash_log2_table_size <= 24, "field.hash_log2_table_size", "must be in [10, 24]")
+    _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")
+    _check(f.hidden_dim > 0, "field.hidden_dim", "must be positive")
+    _check(f.blob_radius > 0 and f.blob_density >= 0, "field.blob_radius", "blob radius > 0, blob density >= 0")
+    _check(f.normal_eps > 0, "field.normal_eps", "must be positive")
+    r = cfg.render
+    _check(8 <= r.resolution <= 1024, "render.resolution", "must be in [8, 1024]")
+    _check(2 <= r.samples_per_ray <= 1024, "render.samples_per_ray", "must be in [2, 1024]")
+    _check(0 <= r.ambient <= 1, "render.ambient", "must be in [0, 1]")
+    _check(r.albedo_warmup_steps >= 0, "render.albedo_warmup_steps", "must be >= 0")
+    _check(0 <= r.textureless_prob <= 1, "render.textureless_prob", "must be in [0, 1]")
+    _check(0 <= r.random_background_prob <= 1, "render.random_background_prob", "must be in [0, 1]")
+    o = cfg.optim
+    for name in ("lr_grid", "lr_mlp", "lr_background"):
+        _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
+    for name in ("orientation", "opacity_sparsity", "opacity_entropy"):
+        ramp = getattr(cfg.reg, name)
+        _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
+        _check(ramp.end_step >= ramp.start_step >= 0, f"reg.{name}", "need 0 <= start_step <= end_step")
+    e = cfg.export
+    _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
+    _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")
+    _check(bool(e.formats) and set(e.formats) <= {"glb", "obj", "ply"}, "export.formats",
+           f"choose from glb, obj, ply; got {list(e.formats)}")
+    _check(0 <= e.min_component_fraction < 1, "export.min_component_fraction", "must be in [0, 1)")
+    _check(e.max_faces >= 0 and e.smooth_iterations >= 0, "export.max_faces", "must be >= 0")
+    _check(16 <= e.texture_size <= 8192, "export.texture_size", "must be in [16, 8192]")
+    _check(e.video_frames > 0 and e.video_resolution >= 16, "export.video_frames", "must be positive")
+
+
+# -------------------------------------------------------------------------------------- saving
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain dict (lists, numbers, text) that `_build` turns back into an equal object."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(cfg)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict) -> RunConfig:
+    cfg = _build(RunConfig, data)
+    validate(cfg, require_prompt=False)
+    return cfg

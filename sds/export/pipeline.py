@@ -1,0 +1,170 @@
+"""``export_result``: trained field -> cleaned, textured mesh files + preview image + turntable video."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from sds.export.grid import sample_density_grid
+from sds.export.interfaces import DensityAlbedoField, ExportOutput, RenderFn
+from sds.export.iso_level import auto_iso_level
+from sds.export.media import write_preview, write_turntable
+from sds.export.surface import clean_mesh, extract_surface
+from sds.export.texture import TexturedMesh, bake_texture
+from sds.export.writers import write_glb, write_obj, write_ply
+
+if TYPE_CHECKING:
+    from sds.config import ExportConfig
+
+logger = logging.getLogger(__name__)
+
+MESH_FORMATS = ("glb", "obj", "ply")
+
+
+@torch.no_grad()
+def export_result(
+    field: DensityAlbedoField,
+    bound: float,
+    render_fn: RenderFn,
+    out_dir: Path,
+    cfg: ExportConfig,
+    show_progress: bool = True,
+) -> ExportOutput:
+    """Extract, clean, texture and write the field's surface, plus a preview and a turntable.
+
+    Phases (each timed in ``ExportOutput.timings_s``): density on a cfg.resolution^3 grid over
+    [-bound, bound]^3; the iso-level (cfg.threshold, or automatic: see ``iso_level.auto_iso_level``);
+    marching cubes; clean-up (floaters, holes, Taubin smoothing, decimation); UV unwrap and albedo
+    bake; normalisation (centre the bounding box at the origin, longest side 1) if cfg.normalize;
+    then ``model.glb`` / ``model.obj`` (+ ``model.mtl``, ``texture.png``) / ``model.ply`` per
+    cfg.formats, ``preview.png`` and, if cfg.video, ``turntable.mp4`` (``.gif`` without ffmpeg).
+
+    Files are written to a hidden staging folder beside out_dir and moved in (``os.replace``) only
+    once all of them exist, so a failure never leaves half-written files. Raises EmptySceneError
+    (writing nothing) when there is no surface.
+    """
+    _check_formats(cfg.formats)
+    timings: dict[str, float] = {}
+    device = _field_device(field)
+    with _timed(timings, "grid"):
+        grid = sample_density_grid(field.density, bound, cfg.resolution, cfg.chunk_size, show_progress, device)
+    with _timed(timings, "threshold"):
+        if cfg.threshold is None:
+            level, iou = auto_iso_level(grid, bound, render_fn, cfg.chunk_size)
+        else:
+            level, iou = float(cfg.threshold), None
+    with _timed(timings, "marching_cubes"):
+        vertices, faces = extract_surface(grid, bound, level)
+    with _timed(timings, "cleanup"):
+        mesh = clean_mesh(
+            vertices, faces, cfg.min_component_fraction, cfg.fill_holes, cfg.smooth_iterations, cfg.max_faces
+        )
+    with _timed(timings, "texture"):
+        textured = bake_texture(mesh, field.albedo, cfg.texture_size, cfg.chunk_size, device)
+    center, scale = unit_box_transform(textured.vertices) if cfg.normalize else (np.zeros(3), 1.0)
+    textured = replace(textured, vertices=(textured.vertices - center) * scale)
+    files = _publish(out_dir, lambda staging: _write_files(textured, render_fn, bound, staging, cfg, timings))
+    logger.info("export: %d faces, %d vertices -> %s", len(textured.faces), len(textured.vertices), out_dir)
+    return ExportOutput(
+        out_dir=out_dir,
+        files=files,
+        threshold=level,
+        threshold_is_automatic=cfg.threshold is None,
+        silhouette_iou=iou,
+        faces_before_cleanup=len(faces),
+        faces_after_cleanup=len(mesh.faces),
+        num_vertices=len(textured.vertices),
+        texture_size=cfg.texture_size,
+        scale=scale,
+        center=(float(center[0]), float(center[1]), float(center[2])),
+        timings_s=timings,
+    )
+
+
+def unit_box_transform(vertices: np.ndarray) -> tuple[np.ndarray, float]:
+    """(center [3], scale) so that (vertices - center) * scale has its bounding box centred at the
+    origin with its longest side 1. Uniform scale: shapes and normals are unchanged."""
+    lo, hi = vertices.min(0), vertices.max(0)
+    return (lo + hi) / 2, 1.0 / float((hi - lo).max())
+
+
+def _write_files(
+    mesh: TexturedMesh, render_fn: RenderFn, bound: float, folder: Path, cfg: ExportConfig,
+    timings: dict[str, float],
+) -> dict[str, Path]:
+    """Write every requested output into ``folder``; returns kind -> path."""
+    files: dict[str, Path] = {}
+    with _timed(timings, "write"):
+        if "glb" in cfg.formats:
+            files["glb"] = folder / "model.glb"
+            write_glb(mesh, files["glb"], cfg.roughness)
+        if "obj" in cfg.formats:
+            files["obj"] = folder / "model.obj"
+            files["mtl"], files["texture"] = write_obj(mesh, files["obj"])
+        if "ply" in cfg.formats:
+            files["ply"] = folder / "model.ply"
+            write_ply(mesh, files["ply"])
+    with _timed(timings, "preview"):
+        files["preview"] = folder / "preview.png"
+        write_preview(render_fn, bound, files["preview"], cfg.preview_resolution)
+    if cfg.video:
+        with _timed(timings, "video"):
+            files["video"] = write_turntable(render_fn, bound, folder, cfg.video_frames, cfg.video_resolution)
+    return files
+
+
+def _publish(out_dir: Path, write: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:
+    """Run ``write`` into a staging folder beside out_dir, then move each file into out_dir.
+
+    The staging folder sits in out_dir's parent (same file system), so each move is an atomic
+    rename; it is removed whatever happens.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        staged = write(staging)
+        out_dir.mkdir(exist_ok=True)
+        published = {}
+        for kind, path in staged.items():
+            published[kind] = out_dir / path.name
+            os.replace(path, published[kind])
+        return published
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_formats(formats: tuple[str, ...]) -> None:
+    unknown = sorted(set(formats) - set(MESH_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(MESH_FORMATS)}")
+
+
+def _field_device(field: DensityAlbedoField) -> torch.device:
+    """Where to put query points: the device of the field's first parameter (nn.Module), else CPU."""
+    parameters = getattr(field, "parameters", None)
+    if callable(parameters):
+        for parameter in parameters():
+            return parameter.device
+    return torch.device(getattr(field, "device", "cpu"))
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = time.perf_counter() - start
+        logger.debug("export phase %s: %.2f s", phase, timings[phase])

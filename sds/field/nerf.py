@@ -1,0 +1,93 @@
+"""NeRF fields: density (with a centred blob so training starts from a ball) and albedo.
+
+Two kinds behind one interface (``query`` / ``density`` / ``albedo`` / ``param_groups``):
+- ``GridField``: a dense voxel grid of 4 channels read with trilinear ``grid_sample`` (cheap on CPU);
+- ``HashGridField``: a multi-resolution hash encoding + small MLP heads (Instant-NGP style).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sds.config import FieldConfig, OptimConfig
+from sds.field.encoding import HashGridEncoding
+
+
+class NeRFField(nn.Module):
+    """Base: subclasses return raw [N, 4] (density logit, 3 albedo logits) from ``raw(points)``."""
+
+    def __init__(self, cfg: FieldConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.bound = cfg.bound
+
+    def raw(self, points: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def blob(self, points: torch.Tensor) -> torch.Tensor:
+        """[N] density-logit bias: blob_density at the centre, falling linearly, 0 at blob_radius."""
+        r = points.pow(2).sum(-1).sqrt()
+        return self.cfg.blob_density * (1 - r / self.cfg.blob_radius)
+
+    def activate_density(self, logit: torch.Tensor) -> torch.Tensor:
+        if self.cfg.density_activation == "exp":
+            return torch.exp(logit.clamp(max=15))
+        return F.softplus(logit)
+
+    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [N, 3] (world) -> density [N] (>= 0, per world unit), albedo [N, 3] in [0, 1]."""
+        raw = self.raw(points)
+        density = self.activate_density(raw[:, 0] + self.blob(points))
+        inside = (points.abs() <= self.bound).all(-1)
+        return density * inside, torch.sigmoid(raw[:, 1:])
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self.query(points)[0]
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        return self.query(points)[1]
+
+    def normals(self, points: torch.Tensor) -> torch.Tensor:
+        """[N, 3] unit normals: minus the normalised density gradient, by central differences."""
+        eps = self.cfg.normal_eps
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
+        shifted = torch.cat([points + offsets[:, None] * s for s in (1, -1)]).reshape(-1, 3)  # [6N, 3]
+        d = self.density(shifted).reshape(2, 3, -1)
+        grad = (d[0] - d[1]).T / (2 * eps)  # [N, 3]
+        return -grad / grad.pow(2).sum(-1, keepdim=True).add(1e-12).sqrt()
+
+    def param_groups(self, cfg: OptimConfig) -> list[dict]:
+        raise NotImplementedError
+
+
+class GridField(NeRFField):
+    def __init__(self, cfg: FieldConfig):
+        super().__init__(cfg)
+        r = cfg.grid_resolution
+        self.grid = nn.Parameter(torch.zeros(1, 4, r, r, r))
+
+    def raw(self, points: torch.Tensor) -> torch.Tensor:
+        coords = (points / self.bound).view(1, -1, 1, 1, 3)
+        out = F.grid_sample(self.grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        return out.view(4, -1).T
+
+    def param_groups(self, cfg: OptimConfig) -> list[dict]:
+        return [{"params": [self.grid], "lr": cfg.lr_grid, "name": "grid"}]
+
+
+class HashGridField(NeRFField):
+    def __init__(self, cfg: FieldConfig):
+        super().__init__(cfg)
+        self.encoding = HashGridEncoding(cfg.hash_levels, cfg.hash_features_per_level, cfg.hash_log2_table_size,
+                                         cfg.hash_base_resolution, cfg.hash_max_resolution)
+        self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden_dim), nn.ReLU(),
+                                 nn.Linear(cfg.hidden_dim, 4))
+
+    def raw(self, points: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoding((points / self.bound + 1) / 2))
+
+    def param_groups(self, cfg: OptimConfig) -> list[dict]:
+        return [{"params": list(self.encoding.parameters()), "lr": cfg.lr_grid, "name": "grid"},
+                {"params": list(self.mlp.parameters()), "lr": cfg.lr_mlp, "name": "mlp"}]

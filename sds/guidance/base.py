@@ -1,0 +1,65 @@
+"""The guidance interface shared by every model family.
+
+A family differs only in how a render becomes the UNet's input (``encode``): pixel-space models take the
+resized image, latent models its VAE encoding. Everything else (CFG, timesteps, w(t), the Jacobian-free
+loss) is ``sds.guidance.sds``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sds.config import GuidanceConfig
+from sds.guidance.sds import SDSOutput, cfg_combine, score_distillation
+from sds.prompt import PromptEmbeddings
+
+GuidanceOutput = SDSOutput
+
+
+class Guidance:
+    """SDS from a frozen UNet. Subclasses implement ``encode(images [B, 3, H, W] in [0, 1])``."""
+
+    def __init__(self, unet, scheduler, embeddings: PromptEmbeddings, cfg: GuidanceConfig, model_id: str):
+        self.unet = unet.eval().requires_grad_(False)
+        self.cfg = cfg
+        self.model_id = model_id
+        self.device = next(unet.parameters()).device
+        self.dtype = next(unet.parameters()).dtype
+        self.embeddings = embeddings.to(self.device, self.dtype)
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square image the model is given (pixels)."""
+        raise NotImplementedError
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, 3, S, S] at the model's input size (bilinear, antialiased when shrinking)."""
+        size = self.image_size
+        if images.shape[-1] == size and images.shape[-2] == size:
+            return images
+        return torch.nn.functional.interpolate(images, (size, size), mode="bilinear", align_corners=False,
+                                               antialias=images.shape[-1] > size)
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """CFG-combined epsilon for x_t [B, C, h, w] and conditional embeddings cond [B, L, D]."""
+        uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
+        out = self.unet(torch.cat([x_t, x_t]).to(self.dtype), torch.cat([t, t]),
+                        encoder_hidden_states=torch.cat([uncond, cond])).sample
+        out = out[:, : x_t.shape[1]]  # models with learned variance (DeepFloyd IF) predict [eps, variance]
+        eps_uncond, eps_cond = out.float().chunk(2)
+        return cfg_combine(eps_uncond, eps_cond, self.cfg.guidance_scale)
+
+    def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], step: int, total_steps: int,
+                 generator: torch.Generator | None = None) -> SDSOutput:
+        """SDS loss for renders rgb [B, H, W, 3] in [0, 1] (channels-last) seen from cameras with view_labels."""
+        images = rgb.permute(0, 3, 1, 2).to(self.device)
+        x = self.encode(images)
+        labels = view_labels if self.cfg.view_dependent_prompts else [None] * len(view_labels)
+        cond = self.embeddings.for_views(labels)
+        return score_distillation(x, lambda x_t, t: self.predict_noise(x_t, t, cond), self.alphas_cumprod,
+                                  self.cfg, step, total_steps, generator)

@@ -1,0 +1,119 @@
+"""Loading a frozen text-to-image model with diffusers ``from_pretrained``: the one place weights load.
+
+``model`` may be "builtin" (the shipped prior), a local diffusers folder, a hub id, or a Stable Diffusion
+single ``.safetensors`` file. The family is read from ``model_index.json``: a ``vae`` entry means a latent
+model, none means a pixel-space model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sds.config import GuidanceConfig
+from sds.guidance.base import Guidance
+from sds.prompt import check_prompt, encode_prompts
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The guidance model could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    location: str  # local path or hub id
+    is_local: bool
+    is_single_file: bool
+
+
+def resolve_model(model: str) -> ModelSource:
+    """Decide whether `model` is a local folder/file or a hub id; a missing local path is an error."""
+    if model == "builtin":
+        from sds.prior import builtin_prior_path
+
+        path = builtin_prior_path()
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"the built-in prior's weights are missing from {path}; reinstall sds, or "
+                                 "train them with: sds train-prior OUT_DIR")
+        return ModelSource(str(path), True, False)
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix not in (".safetensors", ".ckpt"):
+            raise ModelLoadError(f"model file {path} is not a .safetensors/.ckpt checkpoint")
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"model folder {path} has no model_index.json; pass a diffusers folder "
+                                 "(as written by save_pretrained) or a hub id")
+        return ModelSource(str(path), True, path.is_file())
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or path.suffix in (".safetensors", ".ckpt")
+    if looks_local:
+        raise ModelLoadError(f"model path does not exist: {path}; pass model=/path/to/diffusers_folder "
+                             "(with model_index.json), a .safetensors file, or a hub id such as "
+                             "stabilityai/stable-diffusion-2-1-base")
+    return ModelSource(model, False, False)
+
+
+def _components_from_single_file(source: ModelSource, dtype: torch.dtype) -> dict:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_single_file(source.location, torch_dtype=dtype)
+    return {"unet": pipe.unet, "vae": pipe.vae, "scheduler": pipe.scheduler, "tokenizer": pipe.tokenizer,
+            "text_encoder": pipe.text_encoder}
+
+
+def _components_from_pretrained(source: ModelSource, revision: str | None, dtype: torch.dtype) -> dict:
+    import transformers
+    from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+
+    kw = {"revision": revision, "local_files_only": source.is_local}
+    index = DiffusionPipeline.load_config(source.location, **kw)
+    encoder_cls = getattr(transformers, index.get("text_encoder", [None, "CLIPTextModel"])[1])
+    parts = {
+        "unet": UNet2DConditionModel.from_pretrained(source.location, subfolder="unet", torch_dtype=dtype, **kw),
+        # Any diffusers noise scheduler config gives the training betas, hence alphas_cumprod.
+        "scheduler": DDPMScheduler.from_pretrained(source.location, subfolder="scheduler", **kw),
+        "tokenizer": transformers.AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer", **kw),
+        "text_encoder": encoder_cls.from_pretrained(source.location, subfolder="text_encoder", torch_dtype=dtype, **kw),
+    }
+    if index.get("vae"):
+        parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", torch_dtype=dtype, **kw)
+    return parts
+
+
+def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, ModelSource]:
+    source = resolve_model(cfg.model)
+    dtype = torch.float16 if cfg.half_precision and device.type == "cuda" else torch.float32
+    try:
+        if source.is_single_file:
+            parts = _components_from_single_file(source, dtype)
+        else:
+            parts = _components_from_pretrained(source, cfg.revision, dtype)
+    except (OSError, ValueError, EnvironmentError) as e:
+        where = "local folder" if source.is_local else "hub id (no network? set model= to a local folder)"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
+    for name in ("unet", "text_encoder", "vae"):
+        if name in parts:
+            parts[name].to(device)
+    return parts, source
+
+
+def load_guidance(cfg: GuidanceConfig, prompt: str, device: torch.device) -> tuple[Guidance, list[str]]:
+    """Load the model, encode the prompts once (then free the text encoder). Returns guidance + warnings."""
+    from sds.guidance.latent import LatentGuidance
+    from sds.guidance.pixel import PixelGuidance
+
+    parts, source = load_components(cfg, device)
+    warnings = check_prompt(parts["tokenizer"], prompt)
+    embeddings = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompt, cfg.negative_prompt,
+                                cfg.view_dependent_prompts, device)
+    del parts["text_encoder"]  # only the cached embeddings are needed from here on
+    if "vae" in parts:
+        guidance = LatentGuidance(parts["unet"], parts["vae"], parts["scheduler"], embeddings, cfg, source.location)
+    else:
+        guidance = PixelGuidance(parts["unet"], parts["scheduler"], embeddings, cfg, source.location)
+    return guidance, warnings

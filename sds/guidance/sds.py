@@ -1,0 +1,95 @@
+"""Score Distillation Sampling, written once for every model family.
+
+Given a differentiable image x (pixels for pixel-space models, latents for latent models):
+
+    t ~ U[t_min, t_max(step)],  eps ~ N(0, I),  x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps
+    eps_hat = eps_u + s * (eps_c - eps_u)                 (classifier-free guidance, diffusers' convention)
+    grad = w(t) * (eps_hat - eps)                         (the UNet Jacobian is skipped: no backprop through it)
+    loss = 0.5 * || x - stopgrad(x - grad) ||^2 / B       so that d loss / d x = grad / B
+
+The UNet runs under ``torch.no_grad()``; the gradient reaches the render only through ``x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sds.config import GuidanceConfig
+
+
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ``eps_u + s * (eps_c - eps_u)`` (s = 1: conditional model alone)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
+    """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
+    anneal_steps = cfg.anneal_fraction * total_steps
+    if anneal_steps <= 0 or step >= anneal_steps:
+        return cfg.t_max_end
+    return cfg.t_max + (cfg.t_max_end - cfg.t_max) * step / anneal_steps
+
+
+def sample_timesteps(cfg: GuidanceConfig, step: int, total_steps: int, num_train_timesteps: int, batch: int,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B] integer timesteps uniform in [t_min, t_max(step)] * num_train_timesteps."""
+    lo = int(round(cfg.t_min * num_train_timesteps))
+    hi = max(lo + 1, int(round(t_max_at(cfg, step, total_steps) * num_train_timesteps)))
+    hi = min(hi, num_train_timesteps - 1)
+    lo = min(lo, hi)
+    return torch.randint(lo, hi + 1, (batch,), generator=generator)
+
+
+def sds_weight(kind: str, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """w(t) from alpha_bar_t: "one_minus_alpha_bar", "uniform" or "sqrt_one_minus_over_alpha_bar"."""
+    if kind == "one_minus_alpha_bar":
+        return 1 - alpha_bar
+    if kind == "uniform":
+        return torch.ones_like(alpha_bar)
+    if kind == "sqrt_one_minus_over_alpha_bar":
+        return ((1 - alpha_bar) / alpha_bar).sqrt()
+    raise ValueError(f"unknown SDS weighting {kind!r}")
+
+
+def sds_loss(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Surrogate loss whose gradient w.r.t. x is grad / B (x and grad: [B, C, H, W])."""
+    target = (x - grad).detach()
+    return 0.5 * ((x - target) ** 2).sum() / x.shape[0]
+
+
+@dataclass
+class SDSOutput:
+    loss: torch.Tensor  # scalar surrogate loss (backpropagate this)
+    grad_norm: float  # mean L2 norm of the per-image SDS gradient
+    timesteps: torch.Tensor  # [B]
+
+
+def score_distillation(
+    x: torch.Tensor,
+    predict_noise,
+    alphas_cumprod: torch.Tensor,
+    cfg: GuidanceConfig,
+    step: int,
+    total_steps: int,
+    generator: torch.Generator | None = None,
+) -> SDSOutput:
+    """One SDS evaluation on x [B, C, H, W] (in the model's input range).
+
+    ``predict_noise(x_t, t)`` returns the CFG-combined noise prediction [B, C, H, W]; it is called under
+    ``torch.no_grad()``, so nothing of the model enters the autograd graph.
+    """
+    batch = x.shape[0]
+    t = sample_timesteps(cfg, step, total_steps, alphas_cumprod.shape[0], batch, generator).to(x.device)
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    ab = alphas_cumprod.to(x.device, torch.float32)[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        x_t = ab.sqrt() * x.detach() + (1 - ab).sqrt() * noise
+        eps_hat = predict_noise(x_t, t)
+        grad = sds_weight(cfg.weighting, ab) * (eps_hat.float() - noise.float())
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if cfg.grad_clip is not None:
+            grad = grad.clamp(-cfg.grad_clip, cfg.grad_clip)
+    grad_norm = float(grad.flatten(1).pow(2).sum(1).sqrt().mean())
+    return SDSOutput(sds_loss(x, grad.to(x.dtype)), grad_norm, t)

@@ -1,0 +1,73 @@
+"""Prompt processing: view-dependent variants, encoded once and cached.
+
+The text encoder runs once per run (uncond + the base prompt + one variant per view label) and is then
+freed; SDS steps only index into the cached embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from sds.cameras import VIEW_LABELS
+
+log = logging.getLogger(__name__)
+
+
+def view_prompt(prompt: str, label: str | None) -> str:
+    """"a red cube" + "side" -> "a red cube, side view" (the phrase the built-in prior was trained with)."""
+    return f"{prompt}, {label} view" if label else prompt
+
+
+@dataclass
+class PromptEmbeddings:
+    """Cached text embeddings: the unconditional one and one per view label ("" = no view phrase)."""
+
+    uncond: torch.Tensor  # [1, L, D]
+    by_view: dict[str, torch.Tensor]  # label -> [1, L, D]
+
+    def for_views(self, labels: list[str | None]) -> torch.Tensor:
+        """[B, L, D] conditional embeddings for B cameras' view labels (None: no view phrase)."""
+        return torch.cat([self.by_view[label or ""] for label in labels])
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> PromptEmbeddings:
+        return PromptEmbeddings(self.uncond.to(device, dtype),
+                                {k: v.to(device, dtype) for k, v in self.by_view.items()})
+
+
+def unknown_words(tokenizer, text: str) -> list[str]:
+    """Words the tokenizer maps to its unknown token (a closed-vocabulary model ignores them)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return []
+    words = text.replace(",", " ").split()
+    return [w for w in words if unk in tokenizer(w, add_special_tokens=False).input_ids]
+
+
+def check_prompt(tokenizer, prompt: str) -> list[str]:
+    """User-facing warnings about a prompt: truncation and unknown words."""
+    warnings = []
+    n_tokens = len(tokenizer(prompt).input_ids)
+    if n_tokens > tokenizer.model_max_length:
+        warnings.append(f"the prompt is {n_tokens} tokens; the text encoder reads only the first "
+                        f"{tokenizer.model_max_length}, the rest is ignored")
+    unknown = unknown_words(tokenizer, prompt)
+    if unknown:
+        known = sorted(w for w in tokenizer.get_vocab() if w.isalpha())
+        warnings.append(f"{', '.join(repr(w) for w in unknown)} unknown to this model; it knows: "
+                        f"{' '.join(known)}; pass model=... (e.g. a Stable Diffusion folder) for open prompts")
+    return warnings
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str, view_dependent: bool,
+                   device: torch.device) -> PromptEmbeddings:
+    """Encode the negative prompt, the prompt and (if view_dependent) each view variant, once."""
+    labels = ["", *VIEW_LABELS] if view_dependent else [""]
+    texts = [negative_prompt] + [view_prompt(prompt, label or None) for label in labels]
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    hidden = text_encoder(ids)[0]
+    return PromptEmbeddings(hidden[:1], {label: hidden[i + 1: i + 2] for i, label in enumerate(labels)})

@@ -1,0 +1,1 @@
+"""Volume rendering of a NeRF field: samplers, compositing, shading."""

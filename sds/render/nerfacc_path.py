@@ -1,0 +1,58 @@
+"""CUDA path: nerfacc's occupancy grid skips empty space, packed rays are composited by nerfacc.
+
+nerfacc's estimator and packed compositing are CUDA-only (its extension is JIT-compiled on first use);
+``VolumeRenderer`` only takes this path on a CUDA device. The pure-torch path is the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sds.render.renderer import shade
+
+
+def make_estimator(bound: float, device: torch.device, resolution: int = 64):
+    from nerfacc import OccGridEstimator
+
+    aabb = torch.tensor([-bound, -bound, -bound, bound, bound, bound], device=device)
+    return OccGridEstimator(roi_aabb=aabb, resolution=resolution, levels=1).to(device)
+
+
+def _step_size(field, samples_per_ray: int) -> float:
+    return 2 * math.sqrt(3) * field.bound / samples_per_ray
+
+
+def update_estimator(estimator, field, step: int, samples_per_ray: int = 64) -> None:
+    step_size = _step_size(field, samples_per_ray)
+    estimator.update_every_n_steps(step=step, occ_eval_fn=lambda x: field.density(x) * step_size,
+                                   occ_thre=0.01, n=16)
+
+
+def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
+                        ambient: float, perturb: bool) -> dict[str, torch.Tensor]:
+    from nerfacc import accumulate_along_rays, render_weight_from_density
+
+    n_rays = origins.shape[0]
+
+    def sigma_fn(t_starts, t_ends, ray_indices):
+        mid = (t_starts + t_ends)[:, None] / 2
+        return field.density(origins[ray_indices] + dirs[ray_indices] * mid)
+
+    ray_indices, t_starts, t_ends = estimator.sampling(
+        origins, dirs, sigma_fn=sigma_fn, render_step_size=_step_size(field, samples_per_ray),
+        stratified=perturb, alpha_thre=0.0)
+    mid = (t_starts + t_ends) / 2
+    points = origins[ray_indices] + dirs[ray_indices] * mid[:, None]
+    density, albedo = field.query(points)
+    weights, _, _ = render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices, n_rays=n_rays)
+    color, orientation = shade(field, points[:, None], albedo[:, None], weights[:, None], dirs[ray_indices],
+                               light[ray_indices], shading, ambient)
+    return {
+        "rgb": accumulate_along_rays(weights, color[:, 0], ray_indices=ray_indices, n_rays=n_rays),
+        "opacity": accumulate_along_rays(weights, None, ray_indices=ray_indices, n_rays=n_rays)[:, 0],
+        "depth": accumulate_along_rays(weights, mid[:, None], ray_indices=ray_indices, n_rays=n_rays)[:, 0],
+        "orientation": accumulate_along_rays(torch.ones_like(weights), orientation[:, None],
+                                             ray_indices=ray_indices, n_rays=n_rays)[:, 0],
+    }

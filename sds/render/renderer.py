@@ -1,0 +1,145 @@
+"""The volume renderer: cameras -> rays -> samples -> field -> shading -> composited image.
+
+Two sampling paths with one output: pure torch (stratified samples in the scene cube; every device) and
+nerfacc's occupancy grid with packed rays (CUDA only; ``sds.render.nerfacc_path``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from sds.cameras import Cameras, camera_rays
+from sds.field.shading import lambertian, textureless
+from sds.render.compositing import accumulate, composite_weights
+from sds.render.samplers import ray_aabb, stratified_samples
+
+log = logging.getLogger(__name__)
+
+SHADINGS = ("albedo", "lambertian", "textureless")
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor  # [B, H, W, 3] in [0, 1], composited over the background
+    opacity: torch.Tensor  # [B, H, W]
+    depth: torch.Tensor  # [B, H, W] expected distance along the ray (0 where empty)
+    orientation: torch.Tensor  # scalar: mean over rays of sum_i w_i * max(0, n_i . d)^2 (0 for albedo shading)
+
+
+def shade(field, points: torch.Tensor, albedo: torch.Tensor, weights: torch.Tensor, dirs: torch.Tensor,
+          light_pos: torch.Tensor, shading: str, ambient: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample colour [R, S, 3] and the orientation penalty [R].
+
+    Normals (6 extra density queries per point) are only computed where the sample's weight matters.
+    points/albedo [R, S, 3|3], weights [R, S], dirs [R, 3], light_pos [R, 3].
+    """
+    if shading == "albedo":
+        return albedo, torch.zeros(points.shape[0], device=points.device)
+    mask = weights.detach() > 1e-4
+    normals = torch.zeros_like(points)
+    if mask.any():
+        normals[mask] = field.normals(points[mask])
+    to_light = light_pos[:, None, :] - points
+    to_light = to_light / to_light.pow(2).sum(-1, keepdim=True).sqrt().clamp(min=1e-9)
+    if shading == "lambertian":
+        color = lambertian(albedo, normals, to_light, ambient)
+    else:
+        color = textureless(normals, to_light, ambient)
+    facing_away = (normals * dirs[:, None, :]).sum(-1).clamp(min=0)
+    orientation = (weights.detach() * facing_away**2).sum(-1)
+    return color, orientation
+
+
+def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_pos: torch.Tensor,
+                      samples_per_ray: int, shading: str, ambient: float, perturb: bool,
+                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Pure-torch path for rays [R, 3]: colour [R, 3] (no background), opacity [R], depth [R], orientation [R]."""
+    near, far = ray_aabb(origins, dirs, field.bound)
+    t, deltas = stratified_samples(near, far, samples_per_ray, perturb, generator)
+    points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+    density, albedo = field.query(points.reshape(-1, 3))
+    density = density.view(t.shape)
+    weights, _ = composite_weights(density, deltas)
+    color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient)
+    return {"rgb": accumulate(weights, color), "opacity": weights.sum(-1), "depth": (weights * t).sum(-1),
+            "orientation": orientation}
+
+
+class VolumeRenderer:
+    """Renders a field (and background) from cameras; picks the sampling path once and logs it."""
+
+    def __init__(self, field, background, samples_per_ray: int, ambient: float, sampler: str = "auto"):
+        self.field = field
+        self.background = background
+        self.samples_per_ray = samples_per_ray
+        self.ambient = ambient
+        device = next(iter(field.parameters())).device
+        self.path = self._choose_path(sampler, device)
+        self.estimator = None
+        if self.path == "nerfacc":
+            from sds.render.nerfacc_path import make_estimator
+
+            self.estimator = make_estimator(field.bound, device)
+
+    @staticmethod
+    def _choose_path(sampler: str, device: torch.device) -> str:
+        if sampler == "torch":
+            return "torch"
+        if device.type != "cuda":
+            if sampler == "nerfacc":
+                raise ValueError("render.sampler=nerfacc needs a CUDA device; nerfacc's packed sampling is CUDA-only")
+            log.info("renderer: pure-torch stratified sampling (nerfacc's occupancy grid needs CUDA; this is %s)",
+                     device.type)
+            return "torch"
+        log.info("renderer: nerfacc occupancy-grid sampling on CUDA")
+        return "nerfacc"
+
+    def update(self, step: int) -> None:
+        """Refresh the occupancy grid (nerfacc path only)."""
+        if self.estimator is not None:
+            from sds.render.nerfacc_path import update_estimator
+
+            update_estimator(self.estimator, self.field, step)
+
+    def render(self, cameras: Cameras, height: int, width: int, light_pos: torch.Tensor | None = None,
+               shading: str = "albedo", perturb: bool = False, background_rgb: torch.Tensor | None = None,
+               background_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               chunk_rays: int | None = None) -> RenderOutput:
+        """Render B views at height x width. light_pos [B, 3] (default: at each camera).
+
+        background_rgb [B, 3] replaces the background model on the views where background_mask [B] is true
+        (all views if no mask): random solid-colour augmentation.
+        chunk_rays bounds memory for large evaluation renders.
+        """
+        if shading not in SHADINGS:
+            raise ValueError(f"unknown shading {shading!r}; choose from {SHADINGS}")
+        origins, dirs = camera_rays(cameras, height, width)
+        b = len(cameras)
+        light = cameras.position if light_pos is None else light_pos
+        light = light[:, None, None, :].expand(b, height, width, 3).reshape(-1, 3)
+        o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+        chunk = chunk_rays or o.shape[0]
+        parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], shading, perturb, generator)
+                 for i in range(0, o.shape[0], chunk)]
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        bg = self.background(d)
+        if background_rgb is not None:
+            mask = torch.ones(b, dtype=torch.bool, device=bg.device) if background_mask is None else background_mask
+            solid = background_rgb[:, None, None, :].expand(b, height, width, 3).reshape(-1, 3)
+            per_ray = mask[:, None].expand(b, height * width).reshape(-1, 1)
+            bg = torch.where(per_ray, solid, bg)
+        rgb = out["rgb"] + (1 - out["opacity"][:, None]) * bg
+        return RenderOutput(rgb.view(b, height, width, 3), out["opacity"].view(b, height, width),
+                            out["depth"].view(b, height, width), out["orientation"].mean())
+
+    def _render_rays(self, origins, dirs, light, shading, perturb, generator) -> dict[str, torch.Tensor]:
+        if self.path == "nerfacc":
+            from sds.render.nerfacc_path import render_rays_nerfacc
+
+            return render_rays_nerfacc(self.estimator, self.field, origins, dirs, light, self.samples_per_ray,
+                                       shading, self.ambient, perturb)
+        return render_rays_torch(self.field, origins, dirs, light, self.samples_per_ray, shading, self.ambient,
+                                 perturb, generator)

@@ -1,0 +1,133 @@
+"""The run folder: ``outputs/<slug>-<hash8>/<YYYYmmdd-HHMMSS>/`` and its files, written atomically.
+
+Layout: ``config.yaml`` (resolved, reloadable), ``run.json`` (prompt, seed, versions, model, device,
+renderer path, timings, peak memory, status), ``ckpt/``, ``progress/``, ``result/``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from sds.config import RunConfig, to_yaml
+
+STATUSES = ("running", "ok", "nan", "empty", "interrupted", "error")
+
+
+class DiskFullError(OSError):
+    """Raised instead of a bare ENOSPC so the CLI can say what was kept."""
+
+
+def slugify(prompt: str, max_chars: int = 40) -> str:
+    """Short lowercase ascii name from a prompt; never contains a path separator or dots."""
+    text = prompt.encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:max_chars].strip("-")
+    return slug or "prompt"
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha1(to_yaml(cfg).encode()).hexdigest()[:8]
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to path.tmp, then rename: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}") from None
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("sds", "torch", "diffusers", "transformers", "nerfacc", "trimesh"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (CPU) in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+@dataclass
+class RunInfo:
+    """What run.json records."""
+
+    prompt: str
+    seed: int
+    model: str
+    revision: str | None
+    device: str = ""
+    renderer_path: str = ""
+    status: str = "running"
+    steps_done: int = 0
+    steps_total: int = 0
+    timings_s: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=package_versions)
+    message: str = ""
+
+
+class Run:
+    """A run folder and its record."""
+
+    def __init__(self, path: Path, info: RunInfo):
+        self.path = path
+        self.info = info
+        for sub in ("ckpt", "progress", "result"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, cfg: RunConfig) -> Run:
+        root = Path(cfg.output_dir).expanduser().resolve()
+        parent = root / f"{slugify(cfg.prompt)}-{config_hash(cfg)}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = parent / stamp
+        n = 1
+        while path.exists():
+            path, n = parent / f"{stamp}-{n}", n + 1
+        if root not in path.resolve().parents:  # slugify makes this impossible; keep the guarantee explicit
+            raise ValueError(f"run folder {path} would fall outside {root}")
+        path.mkdir(parents=True)
+        run = cls(path, RunInfo(cfg.prompt, cfg.seed, cfg.guidance.model, cfg.guidance.revision,
+                                steps_total=cfg.steps))
+        write_atomic(path / "config.yaml", to_yaml(cfg))
+        run.save()
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        data = json.loads((path / "run.json").read_text())
+        known = set(RunInfo.__dataclass_fields__)
+        return cls(path, RunInfo(**{k: v for k, v in data.items() if k in known}))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "ckpt" / "last.pt"
+
+    def save(self) -> None:
+        write_atomic(self.path / "run.json", json.dumps(self.info.__dict__, indent=2))
+
+    def add_timing(self, phase: str, seconds: float) -> None:
+        self.info.timings_s[phase] = round(self.info.timings_s.get(phase, 0.0) + seconds, 3)

@@ -1,0 +1,173 @@
+"""The SDS training loop: sample cameras -> render -> guidance -> regularisers -> Adam step.
+
+All randomness comes from one ``torch.Generator`` whose state is checkpointed, so the same seed and config
+on CPU give the same result, and a resumed run continues to the weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from sds.cameras import sample_orbit_cameras, turntable_cameras, view_label
+from sds.config import RunConfig
+from sds.field.shading import sample_light_positions
+from sds.run import Run, write_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trainer:
+    """The objects a run trains; built by ``make_trainer``."""
+
+    cfg: RunConfig
+    field: torch.nn.Module
+    background: torch.nn.Module
+    renderer: object
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"field": self.field.state_dict(), "background": self.background.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.field.load_state_dict(state["field"])
+        self.background.load_state_dict(state["background"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = state["step"]
+
+
+def make_trainer(cfg: RunConfig, device: torch.device) -> Trainer:
+    from sds.build import build_scene
+
+    torch.manual_seed(cfg.seed)  # initial weights of MLP parts
+    field, background, renderer = build_scene(cfg, device)
+    groups = field.param_groups(cfg.optim) + background.param_groups(cfg.optim)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return Trainer(cfg, field, background, renderer, optimizer, generator)
+
+
+def save_checkpoint(trainer: Trainer, run: Run) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(trainer.state_dict(), buffer)
+    write_atomic(run.checkpoint, buffer.getvalue())
+
+
+def load_checkpoint(trainer: Trainer, run: Run) -> None:
+    state = torch.load(run.checkpoint, map_location=next(trainer.field.parameters()).device, weights_only=False)
+    trainer.load_state_dict(state)
+
+
+def pick_shading(cfg: RunConfig, step: int, generator: torch.Generator) -> str:
+    """Albedo during warm-up; then textureless with probability textureless_prob, else lambertian."""
+    u = float(torch.rand(1, generator=generator))
+    if step < cfg.render.albedo_warmup_steps:
+        return "albedo"
+    return "textureless" if u < cfg.render.textureless_prob else "lambertian"
+
+
+def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
+    o = opacity.clamp(1e-5, 1 - 1e-5)
+    return -(o * o.log() + (1 - o) * (1 - o).log()).mean()
+
+
+def train_step(trainer: Trainer, guidance) -> dict[str, float]:
+    """One optimisation step. Returns scalars for the log; raises FloatingPointError on a NaN loss."""
+    cfg, gen, step = trainer.cfg, trainer.generator, trainer.step
+    c = cfg.camera
+    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
+    device = next(trainer.field.parameters()).device
+    cams = cams.to(device)
+    light = sample_light_positions(cams, c.light_jitter_deg, gen)
+    shading = pick_shading(cfg, step, gen)
+    u = torch.rand(c.batch_size, generator=gen)
+    colors = torch.rand(c.batch_size, 3, generator=gen)
+    # Random solid backgrounds on some views keep a learned background from absorbing the object.
+    random_bg = u < cfg.render.random_background_prob
+    bg_kw = {"background_rgb": colors.to(device), "background_mask": random_bg.to(device)} if random_bg.any() else {}
+    res = cfg.render.resolution
+    out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen, **bg_kw)
+    labels = [view_label(float(a), float(e), c.front_half_width_deg, c.back_half_width_deg, c.overhead_elevation_deg)
+              for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
+    sds = guidance(out.rgb, labels, step, cfg.steps, gen)
+    r = cfg.reg
+    loss = (sds.loss + r.orientation.at(step) * out.orientation
+            + r.opacity_sparsity.at(step) * out.opacity.mean() + r.opacity_entropy.at(step) * opacity_entropy(out.opacity))
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip_norm is not None:
+        params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
+    trainer.optimizer.step()
+    trainer.step += 1
+    trainer.renderer.update(trainer.step)
+    return {"loss": float(loss), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.mean())}
+
+
+@torch.no_grad()
+def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
+    """Four views (albedo-lit, lambertian) side by side as a PNG."""
+    import imageio.v3 as iio
+
+    radius = sum(trainer.cfg.camera.radius_range) / 2
+    fov = sum(trainer.cfg.camera.fov_range_deg) / 2
+    cams = turntable_cameras(4, 20.0, radius, fov).to(next(trainer.field.parameters()).device)
+    rgb = trainer.renderer.render(cams, resolution, resolution, shading="lambertian", chunk_rays=8192).rgb
+    row = torch.cat(list(rgb.clamp(0, 1)), dim=1)
+    buffer = iio.imwrite("<bytes>", (row.cpu().numpy() * 255).round().astype("uint8"), extension=".png")
+    write_atomic(path, buffer)
+
+
+def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
+    """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted."""
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="sds", unit="step", disable=not show_progress,
+               dynamic_ncols=True)
+    started = time.perf_counter()
+    status = "ok"
+    try:
+        while trainer.step < end:
+            scalars = train_step(trainer, guidance)
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss']:.3g}", opacity=f"{scalars['opacity']:.2f}")
+            if trainer.step % cfg.preview_every == 0:
+                save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
+            if trainer.step % cfg.checkpoint_every == 0:
+                save_checkpoint(trainer, run)
+    except FloatingPointError as e:
+        log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, _checkpoint_step(run))
+        status = "nan"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        log.warning("interrupted at step %d; checkpoint saved, continue with: sds resume %s", trainer.step, run.path)
+    finally:
+        bar.close()
+        run.add_timing("train", time.perf_counter() - started)
+    if status != "nan":
+        save_checkpoint(trainer, run)
+    if status == "ok" and trainer.step < cfg.steps:
+        status = "interrupted"
+    run.info.steps_done = trainer.step
+    return status
+
+
+def _checkpoint_step(run: Run) -> int:
+    if not run.checkpoint.exists():
+        return 0
+    return int(torch.load(run.checkpoint, weights_only=False, map_location="cpu")["step"])
