@@ -37,3 +37,208 @@ def train_prior(args) -> int:
         shutil.copytree(model_dir, target)
         log.info("installed as the built-in prior: %s", target)
     return 0
+
+
+# ------------------------------------------------------------------------------------ generate
+
+
+def _render_fn(renderer):
+    """What the exporter calls: NeRF colour (lambertian, light at the camera) and opacity."""
+    import torch
+
+    def render(cameras, height, width):
+        with torch.no_grad():
+            out = renderer.render(cameras.to(renderer.field_device), height, width, shading="lambertian",
+                                  chunk_rays=8192)
+        return {"rgb": out.rgb, "opacity": out.opacity}
+
+    return render
+
+
+def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
+    from sds.export import EmptySceneError, export_result
+
+    started = time.perf_counter()
+    try:
+        out = export_result(trainer.field, trainer.field.bound, _render_fn(trainer.renderer), run.path / "result",
+                            cfg.export, show_progress=show_progress)
+    except EmptySceneError as e:
+        run.info.status = "empty"
+        run.info.message = str(e)
+        raise
+    finally:
+        run.add_timing("export", time.perf_counter() - started)
+        run.info.peak_memory_mb["cpu_rss"] = round(_peak_mb(), 1)
+        run.save()
+    run.info.export = {
+        "threshold": out.threshold, "threshold_is_automatic": out.threshold_is_automatic,
+        "silhouette_iou": out.silhouette_iou, "faces_before_cleanup": out.faces_before_cleanup,
+        "faces_after_cleanup": out.faces_after_cleanup, "vertices": out.num_vertices,
+        "texture_size": out.texture_size, "timings_s": out.timings_s,
+        "files": {kind: path.name for kind, path in out.files.items()},
+    }
+    for path in out.files.values():
+        log.info("wrote %s", path)
+
+
+def _peak_mb() -> float:
+    from sds.run import peak_memory_mb
+
+    return peak_memory_mb()
+
+
+def _prepare(cfg: RunConfig, run):
+    """Load guidance (prompt warnings to the log and run.json) and build the trainer."""
+    from sds.build import pick_device
+    from sds.guidance.load import load_guidance
+    from sds.train import make_trainer
+
+    device = pick_device(cfg.device)
+    started = time.perf_counter()
+    guidance, warnings = load_guidance(cfg.guidance, cfg.prompt, device)
+    run.add_timing("load_model", time.perf_counter() - started)
+    for w in warnings:
+        log.warning("prompt: %s", w)
+    trainer = make_trainer(cfg, device)
+    run.info.device = str(device)
+    run.info.renderer_path = trainer.renderer.path
+    run.info.warnings = warnings
+    return guidance, trainer
+
+
+def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: bool) -> int:
+    import torch
+
+    from sds.train import train
+
+    run.info.status = "running"
+    run.save()
+    status = train(trainer, guidance, run, show_progress=show_progress)
+    run.info.status = status
+    if torch.cuda.is_available():
+        run.info.peak_memory_mb["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    run.info.peak_memory_mb["cpu_rss"] = round(_peak_mb(), 1)
+    run.save()
+    if status != "ok":
+        hint = f"continue with: sds resume {run.path}" if status == "interrupted" else "lower the learning rates or guidance scale"
+        log.error("run ended with status %s at step %d; %s", status, trainer.step, hint)
+        return 130 if status == "interrupted" else 1
+    _export(trainer, run, cfg, show_progress)
+    run.save()
+    log.info("done: %s", run.path / "result")
+    return 0
+
+
+def generate(cfg: RunConfig, show_progress: bool = True) -> int:
+    from sds.run import Run
+
+    run = Run.create(cfg)
+    log.info("run folder: %s", run.path)
+    guidance, trainer = _prepare(cfg, run)
+    return _train_and_export(cfg, run, guidance, trainer, show_progress)
+
+
+def _open_run(run_dir: Path):
+    from sds.run import Run
+
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.yaml / run.json)")
+    import yaml
+
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    return Run.open(run_dir), cfg
+
+
+def _load_trainer_state(run, cfg: RunConfig, device=None):
+    from sds.build import pick_device
+    from sds.train import load_checkpoint, make_trainer
+
+    if not run.checkpoint.is_file():
+        raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+    trainer = make_trainer(cfg, device or pick_device(cfg.device))
+    load_checkpoint(trainer, run)
+    return trainer
+
+
+def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> int:
+    """Continue from ckpt/last.pt in the same folder; steps=N extends a finished run."""
+    from dataclasses import replace
+
+    from sds.config import to_yaml
+    from sds.run import write_atomic
+
+    run, cfg = _open_run(run_dir)
+    if overrides:
+        allowed = {"steps", "preview_every", "checkpoint_every", "device"}
+        keys = {o.split("=", 1)[0] for o in overrides}
+        if not keys <= allowed:
+            raise RunError(f"resume accepts only {', '.join(sorted(allowed))} (changing other settings mid-run "
+                           f"would not continue the same run); got {', '.join(sorted(keys - allowed))}")
+        new = load_config(None, overrides, require_prompt=False)
+        cfg = replace(cfg, **{k: getattr(new, k) for k in keys})
+        write_atomic(run.path / "config.yaml", to_yaml(cfg))
+    guidance, _ = _prepare(cfg, run)
+    trainer = _load_trainer_state(run, cfg)
+    log.info("resuming %s at step %d of %d", run.path, trainer.step, cfg.steps)
+    run.info.steps_total = cfg.steps
+    return _train_and_export(cfg, run, guidance, trainer, show_progress)
+
+
+def export(run_dir: Path, formats: str | None, resolution: int | None, threshold: float | None,
+           faces: int | None, no_video: bool) -> int:
+    from dataclasses import replace
+
+    from sds.config import validate
+
+    run, cfg = _open_run(run_dir)
+    e = cfg.export
+    if formats:
+        e = replace(e, formats=tuple(f.strip() for f in formats.split(",") if f.strip()))
+    if resolution is not None:
+        e = replace(e, resolution=resolution)
+    if threshold is not None:
+        e = replace(e, threshold=threshold)
+    if faces is not None:
+        e = replace(e, max_faces=faces)
+    if no_video:
+        e = replace(e, video=False)
+    cfg = replace(cfg, export=e)
+    validate(cfg, require_prompt=False)
+    trainer = _load_trainer_state(run, cfg)
+    _export(trainer, run, cfg, show_progress=True)
+    return 0
+
+
+def view(run_dir: Path, open_browser: bool = True) -> int:
+    from sds.export.viewer import write_viewer_html
+
+    glb = run_dir / "result" / "model.glb"
+    if not glb.is_file():
+        raise RunError(f"{glb} not found; export first: sds export {run_dir}")
+    html = run_dir / "result" / "viewer.html"
+    write_viewer_html(glb, html)
+    log.info("viewer: %s", html)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(html.resolve().as_uri())
+    return 0
+
+
+def sample(args) -> int:
+    import imageio.v3 as iio
+
+    from sds.build import pick_device
+    from sds.run import slugify
+    from sds.sampling import image_grid, sample_images
+
+    images = sample_images(args.model, args.prompt, args.n, args.scheduler, args.steps, args.guidance_scale,
+                           args.seed, pick_device(args.device), show_progress=True)
+    grid = image_grid(images, columns=min(args.n, 8))
+    out = args.out or Path("outputs") / "samples" / f"{slugify(args.prompt)}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, (grid.numpy() * 255).round().astype("uint8"))
+    steps = args.steps if args.scheduler == "ddim" else "all"
+    log.info("%s: %d samples of %r, %s, %s steps, guidance scale %g", out, args.n, args.prompt, args.scheduler,
+             steps, args.guidance_scale)
+    return 0

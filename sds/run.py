@@ -85,6 +85,7 @@ class RunInfo:
     timings_s: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    export: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
     message: str = ""
 

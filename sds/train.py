@@ -114,7 +114,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     trainer.optimizer.step()
     trainer.step += 1
     trainer.renderer.update(trainer.step)
-    return {"loss": float(loss), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.mean())}
+    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.mean())}
 
 
 @torch.no_grad()

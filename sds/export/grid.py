@@ -22,7 +22,9 @@ def grid_spacing(bound: float, resolution: int) -> float:
 
 
 @torch.no_grad()
-def query_chunked(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, chunk_size: int) -> torch.Tensor:
+def query_chunked(
+    fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
     """Apply ``fn`` to [N, 3] points in chunks of at most ``chunk_size``; results are concatenated on dim 0."""
     if points.shape[0] == 0:
         return fn(points)

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def ray_max_density(grid: torch.Tensor, bound: float, cameras: Cameras, size: int, chunk_size: int) -> torch.Tensor:
+def ray_max_density(
+    grid: torch.Tensor, bound: float, cameras: Cameras, size: int, chunk_size: int
+) -> torch.Tensor:
     """Per pixel, the largest trilinearly interpolated grid density along its ray.
 
     grid: [R, R, R] densities indexed [ix, iy, iz] over [-bound, bound]^3. Returns [B, size, size].

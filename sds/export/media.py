@@ -56,8 +56,15 @@ def write_turntable(render_fn: RenderFn, bound: float, out_dir: Path, n_frames: 
         pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         with imageio.get_writer(
-            path, format="FFMPEG", mode="I", fps=VIDEO_FPS, codec="libx264", quality=8,
-            pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+            path,
+            format="FFMPEG",
+            mode="I",
+            fps=VIDEO_FPS,
+            codec="libx264",
+            quality=8,
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            ffmpeg_log_level="error",
         ) as writer:
             for frame in frames:
                 writer.append_data(frame)

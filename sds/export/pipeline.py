@@ -58,7 +58,9 @@ def export_result(
     timings: dict[str, float] = {}
     device = _field_device(field)
     with _timed(timings, "grid"):
-        grid = sample_density_grid(field.density, bound, cfg.resolution, cfg.chunk_size, show_progress, device)
+        grid = sample_density_grid(
+            field.density, bound, cfg.resolution, cfg.chunk_size, show_progress, device
+        )
     with _timed(timings, "threshold"):
         if cfg.threshold is None:
             level, iou = auto_iso_level(grid, bound, render_fn, cfg.chunk_size)
@@ -100,7 +102,11 @@ def unit_box_transform(vertices: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _write_files(
-    mesh: TexturedMesh, render_fn: RenderFn, bound: float, folder: Path, cfg: ExportConfig,
+    mesh: TexturedMesh,
+    render_fn: RenderFn,
+    bound: float,
+    folder: Path,
+    cfg: ExportConfig,
     timings: dict[str, float],
 ) -> dict[str, Path]:
     """Write every requested output into ``folder``; returns kind -> path."""

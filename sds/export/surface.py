@@ -31,7 +31,9 @@ def extract_surface(grid: torch.Tensor, bound: float, level: float) -> tuple[np.
     volume = np.pad(grid.detach().cpu().numpy().astype(np.float32), 1, constant_values=0.0)
     peak = float(volume.max())
     if not volume.min() < level < peak:
-        raise EmptySceneError(f"empty scene: no density crosses the iso-level {level:.4g} (grid max {peak:.4g})")
+        raise EmptySceneError(
+            f"empty scene: no density crosses the iso-level {level:.4g} (grid max {peak:.4g})"
+        )
     h = grid_spacing(bound, grid.shape[0])
     vertices, faces, _, _ = marching_cubes(volume, level=level, spacing=(h, h, h), allow_degenerate=False)
     # Index 0 of the padded grid sits one spacing outside -bound.
@@ -89,7 +91,9 @@ def clean_mesh(
     if fill_holes and not mesh.is_watertight:
         trimesh.repair.fill_holes(mesh)
     if smooth_iterations > 0:
-        trimesh.smoothing.filter_taubin(mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_NU, iterations=2 * smooth_iterations)
+        trimesh.smoothing.filter_taubin(
+            mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_NU, iterations=2 * smooth_iterations
+        )
     if max_faces > 0 and len(mesh.faces) > max_faces:
         mesh = decimate(mesh, max_faces)
     if len(mesh.faces) == 0:

@@ -105,7 +105,10 @@ def dilate_colors(image: np.ndarray, filled: np.ndarray, iterations: int) -> np.
 
 
 def bake_texture(
-    mesh: trimesh.Trimesh, albedo_fn: Callable[[torch.Tensor], torch.Tensor], texture_size: int, chunk_size: int,
+    mesh: trimesh.Trimesh,
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    texture_size: int,
+    chunk_size: int,
     device: torch.device | str = "cpu",
 ) -> TexturedMesh:
     """Unwrap ``mesh`` (world units) and bake albedo_fn ([N, 3] points -> [N, 3] in [0, 1]).
@@ -141,7 +144,10 @@ def to_uint8(colors: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def _query_albedo(
-    albedo_fn: Callable[[torch.Tensor], torch.Tensor], points: np.ndarray, chunk_size: int, device: torch.device | str
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    points: np.ndarray,
+    chunk_size: int,
+    device: torch.device | str,
 ) -> np.ndarray:
     """[N, 3] float64 points -> [N, 3] float64 albedo in [0, 1]; non-finite values become 0."""
     pts = torch.from_numpy(points).float().to(device)

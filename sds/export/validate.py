@@ -48,7 +48,10 @@ def validate_gltf(path: Path | str, timeout_s: float = 60.0) -> dict:
     package = find_validator()
     result = subprocess.run(
         [node, "-e", _NODE_SNIPPET, str(package), str(Path(path).resolve())],
-        capture_output=True, text=True, timeout=timeout_s, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"gltf-validator failed on {path}: {result.stderr.strip()[:500]}")

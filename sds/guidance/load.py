@@ -70,21 +70,34 @@ def _components_from_pretrained(source: ModelSource, revision: str | None, dtype
     from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 
     kw = {"revision": revision, "local_files_only": source.is_local}
+    model_kw = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
     index = DiffusionPipeline.load_config(source.location, **kw)
     encoder_cls = getattr(transformers, index.get("text_encoder", [None, "CLIPTextModel"])[1])
     parts = {
-        "unet": UNet2DConditionModel.from_pretrained(source.location, subfolder="unet", torch_dtype=dtype, **kw),
+        "unet": UNet2DConditionModel.from_pretrained(source.location, subfolder="unet", **model_kw, **kw),
         # Any diffusers noise scheduler config gives the training betas, hence alphas_cumprod.
         "scheduler": DDPMScheduler.from_pretrained(source.location, subfolder="scheduler", **kw),
         "tokenizer": transformers.AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer", **kw),
         "text_encoder": encoder_cls.from_pretrained(source.location, subfolder="text_encoder", torch_dtype=dtype, **kw),
     }
     if index.get("vae"):
-        parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", torch_dtype=dtype, **kw)
+        parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", **model_kw, **kw)
     return parts
 
 
+def _quiet_loading() -> None:
+    """Per-file progress bars of diffusers/transformers would drown our own progress output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, ModelSource]:
+    _quiet_loading()
     source = resolve_model(cfg.model)
     dtype = torch.float16 if cfg.half_precision and device.type == "cuda" else torch.float32
     try:

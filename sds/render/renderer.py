@@ -77,6 +77,7 @@ class VolumeRenderer:
         self.samples_per_ray = samples_per_ray
         self.ambient = ambient
         device = next(iter(field.parameters())).device
+        self.field_device = device
         self.path = self._choose_path(sampler, device)
         self.estimator = None
         if self.path == "nerfacc":

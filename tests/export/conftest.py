@@ -7,36 +7,13 @@ any pytest import mode.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from sds.cameras import Cameras, camera_rays
-
-try:
-    from sds.config import ExportConfig
-except ImportError:  # sds/config.py lands separately; same fields and defaults as its ExportConfig.
-
-    @dataclass(frozen=True)
-    class ExportConfig:  # type: ignore[no-redef]
-        resolution: int = 128
-        threshold: float | None = None
-        formats: tuple[str, ...] = ("glb",)
-        min_component_fraction: float = 0.05
-        fill_holes: bool = True
-        smooth_iterations: int = 0
-        max_faces: int = 20000
-        texture_size: int = 512
-        normalize: bool = True
-        roughness: float = 0.8
-        video: bool = True
-        video_frames: int = 36
-        video_resolution: int = 128
-        preview_resolution: int = 128
-        chunk_size: int = 65536
-
+from sds.config import ExportConfig
 
 PEAK = 50.0  # density inside the analytic shapes; the surface is where it falls to PEAK / 2
 EDGE = 0.02  # width of the smooth step (world units), about half a voxel at resolution 48-64

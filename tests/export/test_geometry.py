@@ -19,7 +19,9 @@ def load_merged(path) -> trimesh.Trimesh:
 
 def test_sphere_is_watertight_with_the_right_radius(tmp_path, fakes, make_config):
     field = fakes.SdfField(fakes.sphere_sdf(0.5))
-    out = export_result(field, 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), show_progress=False)
+    out = export_result(
+        field, 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), show_progress=False
+    )
     mesh = load_merged(out.files["glb"])
     radius = np.linalg.norm(mesh.vertices, axis=1)
     assert mesh.is_watertight and mesh.volume > 0  # closed, outward-facing
@@ -44,7 +46,12 @@ def test_box_extents(tmp_path, fakes, make_config):
 def test_floater_is_dropped(tmp_path, fakes, make_config):
     sdf = fakes.union_sdf(fakes.sphere_sdf(0.5), fakes.sphere_sdf(0.08, center=(0.75, -0.7, 0.6)))
     out = export_result(
-        fakes.SdfField(sdf), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), show_progress=False
+        fakes.SdfField(sdf),
+        1.0,
+        fakes.sphere_render_fn(0.5),
+        tmp_path / "r",
+        make_config(),
+        show_progress=False,
     )
     mesh = load_merged(out.files["glb"])
     assert len(mesh.split(only_watertight=False)) == 1
@@ -68,7 +75,9 @@ def test_auto_threshold_matches_the_silhouette(tmp_path, fakes, make_config):
 def test_decimation_respects_max_faces_and_keeps_shape(fakes):
     from sds.export.grid import sample_density_grid
 
-    grid = sample_density_grid(fakes.SdfField(fakes.sphere_sdf(0.5)).density, 1.0, 48, 65536, show_progress=False)
+    grid = sample_density_grid(
+        fakes.SdfField(fakes.sphere_sdf(0.5)).density, 1.0, 48, 65536, show_progress=False
+    )
     vertices, faces = extract_surface(grid, 1.0, fakes.PEAK / 2)
     mesh = clean_mesh(vertices, faces, 0.05, True, smooth_iterations=3, max_faces=800)
     assert len(mesh.faces) <= 800
@@ -104,7 +113,9 @@ def test_failure_while_writing_leaves_no_files(tmp_path, fakes, make_config, mon
     monkeypatch.setattr(pipeline, "write_preview", broken_preview)
     field = fakes.SdfField(fakes.sphere_sdf(0.5))
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        export_result(field, 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), show_progress=False)
+        export_result(
+            field, 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), show_progress=False
+        )
     assert list(tmp_path.iterdir()) == []  # no result folder, no staging folder
 
 
@@ -117,7 +128,9 @@ def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config):
             return super().density(points)
 
     cfg = make_config(chunk_size=10_000)
-    export_result(Recording(fakes.sphere_sdf(0.5)), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg, False)
+    export_result(
+        Recording(fakes.sphere_sdf(0.5)), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg, False
+    )
     assert max(n for n, _ in seen) <= 10_000
     assert sum(n for n, _ in seen) == 48**3
     assert not any(grad for _, grad in seen)

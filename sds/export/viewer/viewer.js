@@ -211,4 +211,4 @@ if (typeof document !== "undefined") {
     }
   });
 }
-if (typeof module !== "undefined") module.exports = { parseGlb };
+if (typeof module !== "undefined") module.exports = { parseGlb, viewProjectionMatrix };
