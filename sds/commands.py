@@ -87,8 +87,8 @@ def _peak_mb() -> float:
     return peak_memory_mb()
 
 
-def _prepare(cfg: RunConfig, run):
-    """Load guidance (prompt warnings to the log and run.json) and build the trainer."""
+def _prepare(cfg: RunConfig):
+    """Load guidance (encoding the prompt once) and build the trainer; nothing is written yet."""
     from sds.build import pick_device
     from sds.guidance.load import load_guidance
     from sds.train import make_trainer
@@ -96,14 +96,17 @@ def _prepare(cfg: RunConfig, run):
     device = pick_device(cfg.device)
     started = time.perf_counter()
     guidance, warnings = load_guidance(cfg.guidance, cfg.prompt, device)
-    run.add_timing("load_model", time.perf_counter() - started)
+    load_seconds = time.perf_counter() - started
     for w in warnings:
         log.warning("prompt: %s", w)
-    trainer = make_trainer(cfg, device)
-    run.info.device = str(device)
+    return guidance, make_trainer(cfg, device), warnings, load_seconds
+
+
+def _record_setup(run, trainer, warnings: list[str], load_seconds: float) -> None:
+    run.add_timing("load_model", load_seconds)
+    run.info.device = str(trainer.field_device)
     run.info.renderer_path = trainer.renderer.path
     run.info.warnings = warnings
-    return guidance, trainer
 
 
 def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: bool) -> int:
@@ -132,9 +135,11 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
 def generate(cfg: RunConfig, show_progress: bool = True) -> int:
     from sds.run import Run
 
+    # Load first: a bad model path or prompt must not leave an empty run folder behind.
+    guidance, trainer, warnings, load_seconds = _prepare(cfg)
     run = Run.create(cfg)
     log.info("run folder: %s", run.path)
-    guidance, trainer = _prepare(cfg, run)
+    _record_setup(run, trainer, warnings, load_seconds)
     return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
@@ -149,15 +154,12 @@ def _open_run(run_dir: Path):
     return Run.open(run_dir), cfg
 
 
-def _load_trainer_state(run, cfg: RunConfig, device=None):
-    from sds.build import pick_device
-    from sds.train import load_checkpoint, make_trainer
+def _load_trainer_state(run, trainer) -> None:
+    from sds.train import load_checkpoint
 
     if not run.checkpoint.is_file():
         raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
-    trainer = make_trainer(cfg, device or pick_device(cfg.device))
     load_checkpoint(trainer, run)
-    return trainer
 
 
 def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> int:
@@ -177,8 +179,9 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
         new = load_config(None, overrides, require_prompt=False)
         cfg = replace(cfg, **{k: getattr(new, k) for k in keys})
         write_atomic(run.path / "config.yaml", to_yaml(cfg))
-    guidance, _ = _prepare(cfg, run)
-    trainer = _load_trainer_state(run, cfg)
+    guidance, trainer, warnings, load_seconds = _prepare(cfg)
+    _load_trainer_state(run, trainer)
+    _record_setup(run, trainer, warnings, load_seconds)
     log.info("resuming %s at step %d of %d", run.path, trainer.step, cfg.steps)
     run.info.steps_total = cfg.steps
     return _train_and_export(cfg, run, guidance, trainer, show_progress)
@@ -204,7 +207,11 @@ def export(run_dir: Path, formats: str | None, resolution: int | None, threshold
         e = replace(e, video=False)
     cfg = replace(cfg, export=e)
     validate(cfg, require_prompt=False)
-    trainer = _load_trainer_state(run, cfg)
+    from sds.build import pick_device
+    from sds.train import make_trainer
+
+    trainer = make_trainer(cfg, pick_device(cfg.device))
+    _load_trainer_state(run, trainer)
     _export(trainer, run, cfg, show_progress=True)
     return 0
 

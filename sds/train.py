@@ -32,6 +32,10 @@ class Trainer:
     generator: torch.Generator
     step: int = 0
 
+    @property
+    def field_device(self) -> torch.device:
+        return next(self.field.parameters()).device
+
     def state_dict(self) -> dict:
         return {"field": self.field.state_dict(), "background": self.background.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
@@ -65,7 +69,7 @@ def save_checkpoint(trainer: Trainer, run: Run) -> None:
 
 
 def load_checkpoint(trainer: Trainer, run: Run) -> None:
-    state = torch.load(run.checkpoint, map_location=next(trainer.field.parameters()).device, weights_only=False)
+    state = torch.load(run.checkpoint, map_location=trainer.field_device, weights_only=False)
     trainer.load_state_dict(state)
 
 
@@ -87,7 +91,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     cfg, gen, step = trainer.cfg, trainer.generator, trainer.step
     c = cfg.camera
     cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
-    device = next(trainer.field.parameters()).device
+    device = trainer.field_device
     cams = cams.to(device)
     light = sample_light_positions(cams, c.light_jitter_deg, gen)
     shading = pick_shading(cfg, step, gen)
@@ -114,7 +118,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     trainer.optimizer.step()
     trainer.step += 1
     trainer.renderer.update(trainer.step)
-    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.mean())}
+    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}
 
 
 @torch.no_grad()
@@ -124,7 +128,7 @@ def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
 
     radius = sum(trainer.cfg.camera.radius_range) / 2
     fov = sum(trainer.cfg.camera.fov_range_deg) / 2
-    cams = turntable_cameras(4, 20.0, radius, fov).to(next(trainer.field.parameters()).device)
+    cams = turntable_cameras(4, 20.0, radius, fov).to(trainer.field_device)
     rgb = trainer.renderer.render(cams, resolution, resolution, shading="lambertian", chunk_rays=8192).rgb
     row = torch.cat(list(rgb.clamp(0, 1)), dim=1)
     buffer = iio.imwrite("<bytes>", (row.cpu().numpy() * 255).round().astype("uint8"), extension=".png")

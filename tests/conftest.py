@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny diffusers models built from config and saved like real ones (no network)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def _tiny_text_encoder():
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sds.prior.tokenizer import build_tokenizer, vocabulary
+
+    tok = build_tokenizer()
+    cfg = CLIPTextConfig(vocab_size=len(vocabulary()), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=tok.model_max_length,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    return CLIPTextModel(cfg), tok
+
+
+def _tiny_unet(in_channels: int, sample_size: int):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+                                block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                cross_attention_dim=16, attention_head_dim=4)
+
+
+def _save_common(folder, unet, text_encoder, tokenizer, extra: dict):
+    import json
+
+    from diffusers import DDPMScheduler
+
+    unet.save_pretrained(folder / "unet")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
+    index = {"_class_name": "Tiny", "unet": ["diffusers", "UNet2DConditionModel"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+             "scheduler": ["diffusers", "DDPMScheduler"], **extra}
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_model(tmp_path_factory):
+    """A pixel-space text-to-image model folder (16x16 RGB), like the built-in prior or DeepFloyd IF."""
+    folder = tmp_path_factory.mktemp("tiny_pixel")
+    text_encoder, tok = _tiny_text_encoder()
+    _save_common(folder, _tiny_unet(3, 16), text_encoder, tok, {})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_model(tmp_path_factory):
+    """A Stable-Diffusion-shaped folder: UNet on 4-channel latents + AutoencoderKL (downsampling x2)."""
+    from diffusers import AutoencoderKL
+
+    folder = tmp_path_factory.mktemp("tiny_latent")
+    text_encoder, tok = _tiny_text_encoder()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, layers_per_block=1)
+    vae.save_pretrained(folder / "vae")
+    _save_common(folder, _tiny_unet(4, 8), text_encoder, tok, {"vae": ["diffusers", "AutoencoderKL"]})
+    return folder

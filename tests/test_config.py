@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sds.config import ConfigError, Ramp, RunConfig, from_dict, load_config, to_dict, to_yaml
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_file_loads_and_round_trips(path):
+    cfg = load_config(path, prompt="a red cube")
+    assert from_dict(yaml.safe_load(to_yaml(cfg))) == cfg
+
+
+def test_overrides_win_and_aliases_work():
+    cfg = load_config(CONFIGS[0], ["steps=7", "model=/x/y", "guidance.guidance_scale=3", "seed=2"], prompt="a cube")
+    assert (cfg.steps, cfg.guidance.model, cfg.guidance.guidance_scale, cfg.seed) == (7, "/x/y", 3.0, 2)
+
+
+@pytest.mark.parametrize("override,key,words", [
+    ("stpes=3", "stpes", "did you mean 'steps'"),
+    ("guidance.guidance_sclae=3", "guidance.guidance_sclae", "did you mean 'guidance.guidance_scale'"),
+    ("steps=-5", "steps", "positive"),
+    ("steps=1.5", "steps", "integer"),
+    ("guidance.guidance_scale=0", "guidance.guidance_scale", "> 0"),
+    ("guidance.t_min=0.99", "guidance.t_min", "t_min < t_max"),
+    ("guidance.weighting=cubic", "guidance.weighting", "one of"),
+    ("render.samples_per_ray=true", "render.samples_per_ray", "integer"),
+    ("camera.radius_range=[3, 2]", "camera.radius_range", "low <= high"),
+    ("camera.radius_range=[1.0, 2.0]", "camera.radius_range", "outside the scene"),
+    ("export.formats=[glb, fbx]", "export.formats", "glb, obj, ply"),
+    ("field.kind=voxels", "field.kind", "one of"),
+    ("reg.orientation={start: 1}", "reg.orientation", "end"),
+])
+def test_bad_values_name_the_key_in_one_line(override, key, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override], prompt="a red cube")
+    message = str(e.value)
+    assert message.startswith(key + ":") and words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_empty_prompt_rejected(prompt):
+    with pytest.raises(ConfigError, match="^prompt: empty"):
+        load_config(None, [], prompt=prompt)
+
+
+def test_overlong_prompt_rejected():
+    with pytest.raises(ConfigError, match="^prompt: longer than"):
+        load_config(None, [], prompt="a" * 5000)
+
+
+def test_ramp_endpoints_and_yaml_forms():
+    r = Ramp(0.0, 1.0, 10, 20)
+    assert (r.at(0), r.at(10), r.at(15), r.at(20), r.at(99)) == (0.0, 0.0, 0.5, 1.0, 1.0)
+    cfg = load_config(None, ["reg.orientation=0.5", "reg.opacity_entropy={start: 0, end: 2, end_step: 4}"], prompt="x")
+    assert cfg.reg.orientation == Ramp(0.5, 0.5)
+    assert cfg.reg.opacity_entropy.at(2) == 1.0
+
+
+def test_saved_config_has_no_class_paths():
+    text = to_yaml(RunConfig(prompt="a red cube"))
+    assert "!!python" not in text and "sds." not in text
+    assert to_dict(RunConfig())["camera"]["radius_range"] == [2.3, 2.7]
+
+
+def test_show_config_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from sds.cli import main; main(['show-config', 'steps=3']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "steps: 3" in out.stdout

@@ -1,0 +1,126 @@
+"""End to end: the CLI on a tiny model, resume equality, NaN handling, bad input at the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sds.config import load_config
+from sds.guidance.load import load_guidance
+from sds.run import Run
+from sds.train import load_checkpoint, make_trainer, train
+
+SMALL = ["steps=12", "checkpoint_every=4", "preview_every=6", "render.resolution=16", "camera.batch_size=2",
+         "render.samples_per_ray=16", "field.grid_resolution=16", "render.albedo_warmup_steps=4",
+         "export.resolution=32", "export.video_frames=4", "export.video_resolution=32",
+         "export.preview_resolution=32", "export.texture_size=64"]
+
+
+def _sds(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "sds.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def _cfg(tiny_pixel_model, tmp_path, *extra):
+    return load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL, *extra],
+                       prompt="a red cube")
+
+
+def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_path):
+    cfg = _cfg(tiny_pixel_model, tmp_path)
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
+
+    straight = make_trainer(cfg, torch.device("cpu"))
+    assert train(straight, guidance, Run.create(cfg), show_progress=False) == "ok"
+
+    run = Run.create(cfg)
+    first = make_trainer(cfg, torch.device("cpu"))
+    assert train(first, guidance, run, show_progress=False, stop_at=6) == "interrupted"
+    resumed = make_trainer(cfg, torch.device("cpu"))
+    load_checkpoint(resumed, run)
+    assert resumed.step == 6
+    assert train(resumed, guidance, run, show_progress=False) == "ok"
+    for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
+        assert torch.equal(a, b)
+    assert not torch.equal(straight.field.grid, make_trainer(cfg, torch.device("cpu")).field.grid)  # it trained
+
+
+def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixel_model, tmp_path):
+    cfg = _cfg(tiny_pixel_model, tmp_path)
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
+
+    def poisoned(rgb, labels, step, total, gen):
+        out = guidance(rgb, labels, step, total, gen)
+        if step == 5:
+            out.loss = out.loss * float("nan")
+        return out
+
+    run = Run.create(cfg)
+    trainer = make_trainer(cfg, torch.device("cpu"))
+    assert train(trainer, poisoned, run, show_progress=False) == "nan"
+    kept = torch.load(run.checkpoint, weights_only=False)
+    assert kept["step"] == 4 and torch.isfinite(kept["field"]["grid"]).all()
+
+
+@pytest.mark.slow
+def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_model, tmp_path):
+    out = _sds("generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,
+               "export.formats=[glb, obj, ply]", "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.glob("a-red-cube-*/*") if p.is_dir()]
+    assert len(run_dir.parent.name.split("-")[-1]) == 8
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "ok" and info["steps_done"] == 12 and info["renderer_path"] == "torch"
+    assert {"load_model", "train", "export"} <= set(info["timings_s"]) and info["peak_memory_mb"]["cpu_rss"] > 0
+    assert info["versions"]["torch"] == torch.__version__
+    for rel in ["config.yaml", "ckpt/last.pt", "progress/step_000006.png", "progress/step_000012.png",
+                "result/model.glb", "result/model.obj", "result/model.ply", "result/preview.png"]:
+        assert (run_dir / rel).is_file(), rel
+    assert any((run_dir / "result").glob("turntable.*"))
+    assert not list(run_dir.rglob("*.tmp"))
+
+    out = _sds("resume", str(run_dir), "steps=16", "--no-progress")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((run_dir / "run.json").read_text())["steps_done"] == 16
+
+    out = _sds("export", str(run_dir), "--format", "ply", "--resolution", "24", "--no-video")
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["generate", ""], 2, "prompt: empty"),
+    (["generate", "   "], 2, "prompt: empty"),
+    (["generate", "a red cube", "stesp=3"], 2, "did you mean 'steps'"),
+    (["generate", "a red cube", "steps=-1"], 2, "steps: must be positive"),
+    (["generate", "a red cube", "model=./no/such/model"], 1, "no/such/model"),
+    (["generate", "a red cube", "--config", "missing.yaml"], 2, "file not found"),
+    (["resume", "not_a_run"], 1, "not a run folder"),
+    (["export", "not_a_run"], 1, "not a run folder"),
+])
+def test_bad_input_one_line_no_traceback_nothing_written(args, code, words, tmp_path):
+    out = _sds(*args, cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert words in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_export_of_run_without_checkpoint_is_clear(tiny_pixel_model, tmp_path):
+    cfg = _cfg(tiny_pixel_model, tmp_path)
+    run = Run.create(cfg)
+    out = _sds("export", str(run.path))
+    assert out.returncode == 1 and "no checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_builtin_prior_end_to_end_short(tmp_path):
+    """The README's main command, shortened: the shipped prior loads offline and a mesh comes out."""
+    out = _sds("generate", "a red sphere", "steps=30", f"output_dir={tmp_path}", "export.resolution=48",
+               "export.video_frames=4", "--no-progress", timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (glb,) = tmp_path.glob("*/*/result/model.glb")
+    assert glb.stat().st_size > 1000

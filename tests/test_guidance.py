@@ -1,0 +1,86 @@
+"""Guidance over real diffusers models (tiny, built from config): the gradient reaches the render
+through the SDS surrogate only, never through the UNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sds.config import GuidanceConfig
+from sds.guidance.load import ModelLoadError, load_guidance, resolve_model
+from sds.guidance.sds import sample_timesteps, sds_weight
+
+
+def _expected_grad(guidance, images_bchw, labels, seed):
+    """Replay the draws of score_distillation and pull w(t)(eps_hat - eps)/B back to the images."""
+    x = guidance.encode(images_bchw)
+    gen = torch.Generator().manual_seed(seed)
+    t = sample_timesteps(guidance.cfg, 0, 10, guidance.num_train_timesteps, x.shape[0], gen)
+    eps = torch.randn(x.shape, generator=gen)
+    ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        x_t = ab.sqrt() * x + (1 - ab).sqrt() * eps
+        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels))
+    g = sds_weight(guidance.cfg.weighting, ab) * (eps_hat - eps) / x.shape[0]
+    return torch.autograd.grad(x, images_bchw, grad_outputs=g)[0]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model"])
+def test_render_gradient_is_the_sds_pullback(fixture, request):
+    folder = request.getfixturevalue(fixture)
+    cfg = GuidanceConfig(model=str(folder), guidance_scale=7.5, t_max_end=0.98)
+    guidance, warnings = load_guidance(cfg, "a red cube", torch.device("cpu"))
+    assert warnings == []
+    size = guidance.image_size
+    rgb = torch.rand(2, size, size, 3, requires_grad=True)
+    labels = ["front", "back"]
+    out = guidance(rgb, labels, step=0, total_steps=10, generator=torch.Generator().manual_seed(3))
+    out.loss.backward()
+    images = rgb.detach().permute(0, 3, 1, 2).clone().requires_grad_(True)
+    expected = _expected_grad(guidance, images, labels, seed=3).permute(0, 2, 3, 1)
+    assert torch.allclose(rgb.grad, expected, atol=1e-5, rtol=1e-4)
+    assert rgb.grad.abs().sum() > 0
+    # The UNet is frozen and outside the graph: no parameter gets a gradient.
+    assert all(p.grad is None and not p.requires_grad for p in guidance.unet.parameters())
+
+
+def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
+    """For a pixel model at native size x = 2*rgb - 1, so dL/drgb = 2 * w(t)(eps_hat - eps) / B."""
+    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98), "a blue torus",
+                                torch.device("cpu"))
+    rgb = torch.rand(3, 16, 16, 3, requires_grad=True)
+    guidance(rgb, [None] * 3, 0, 10, torch.Generator().manual_seed(0)).loss.backward()
+    gen = torch.Generator().manual_seed(0)
+    t = sample_timesteps(guidance.cfg, 0, 10, 1000, 3, gen)
+    eps = torch.randn(3, 3, 16, 16, generator=gen)
+    x = rgb.detach().permute(0, 3, 1, 2) * 2 - 1
+    ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        eps_hat = guidance.predict_noise(ab.sqrt() * x + (1 - ab).sqrt() * eps, t,
+                                         guidance.embeddings.for_views([None] * 3))
+    expected = 2 * (1 - ab) * (eps_hat - eps) / 3
+    assert torch.allclose(rgb.grad.permute(0, 3, 1, 2), expected, atol=1e-6)
+
+
+def test_view_dependent_embeddings_differ(tiny_pixel_model):
+    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_pixel_model)), "a red cube", torch.device("cpu"))
+    e = guidance.embeddings
+    assert set(e.by_view) == {"", "front", "side", "back", "overhead"}
+    assert not torch.allclose(e.by_view["front"], e.by_view["back"])
+
+
+def test_prompt_warnings(tiny_pixel_model):
+    _, warnings = load_guidance(GuidanceConfig(model=str(tiny_pixel_model)), "a red dragon", torch.device("cpu"))
+    assert any("'dragon'" in w and "model=" in w for w in warnings)
+    long_prompt = "a red cube " * 10
+    _, warnings = load_guidance(GuidanceConfig(model=str(tiny_pixel_model)), long_prompt, torch.device("cpu"))
+    assert any("only the first" in w for w in warnings)
+
+
+def test_missing_model_path_names_path(tmp_path):
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(ModelLoadError, match="does not exist.*no_such_model"):
+        resolve_model(str(missing))
+    with pytest.raises(ModelLoadError, match="no model_index.json"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("stabilityai/stable-diffusion-2-1-base").is_local is False
