@@ -1,0 +1,171 @@
+"""Prompt-to-mesh fidelity against ground truth, through the real CLI (``sds generate``).
+
+    python benchmarks/fidelity.py [--shapes sphere,cube,...] [--colors red,blue,yellow] [--seeds 0,1]
+                                  [--out outputs/fidelity] [key=value overrides for every run]
+
+For each prompt "a <colour> <shape>" it runs ``sds generate`` (default config unless overridden) and scores
+the exported mesh against the true primitive of ``sds.prior.world``:
+- shape IoU: voxel occupancy of mesh vs primitive, both centred and scaled to a unit bounding box, best over
+  rotations about +Y (the orientation SDS picks is arbitrary);
+- shape class: the primitive with the highest IoU; correct when it is the prompted one;
+- colour error: CIE76 delta E between the mean vertex albedo and the prompt colour (sRGB -> Lab);
+- topology: connected components and genus (from the Euler characteristic of the welded mesh);
+- time to mesh (model load + train + export) and peak memory from run.json.
+The scorer never sees the config. It prints a table, one summary line, and writes contact.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sds.prior.world import COLORS, GENUS, SHAPES, sdf
+
+GRID = 40
+ROTATIONS_DEG = range(0, 90, 6)  # every primitive has a 90-degree (or finer) symmetry about +Y
+
+
+def _unit_box_points(n: int = GRID) -> np.ndarray:
+    g = (np.arange(n) + 0.5) / n - 0.5  # cell centres in [-0.5, 0.5]
+    return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+
+
+def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Occupancy of the primitive normalised to a unit bounding box, rotated by angle about +Y."""
+    lo, hi = _primitive_bounds(shape)
+    centre, scale = (lo + hi) / 2, (hi - lo).max()
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    world = (points @ rot.T) * scale + centre
+    return (sdf(shape, torch.from_numpy(world).float()) < 0).numpy()
+
+
+def _primitive_bounds(shape: str) -> tuple[np.ndarray, np.ndarray]:
+    g = np.linspace(-0.7, 0.7, 141)
+    pts = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    inside = pts[(sdf(shape, torch.from_numpy(pts).float()) < 0).numpy()]
+    return inside.min(0), inside.max(0)
+
+
+def mesh_occupancy(mesh, points: np.ndarray) -> np.ndarray:
+    """Occupancy at points (unit-box frame) of the mesh scaled to a unit bounding box.
+
+    Surface voxels from trimesh's voxelizer, interior filled (scipy), so no ray casting is needed.
+    """
+    lo, hi = mesh.bounds
+    unit = mesh.copy()
+    unit.apply_translation(-(lo + hi) / 2)
+    unit.apply_scale(1.0 / (hi - lo).max())
+    voxels = unit.voxelized(pitch=0.5 / GRID).fill()
+    return voxels.is_filled(points)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    c = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = c @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def score_mesh(path: Path, shape: str, color: str) -> dict:
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh", process=False)
+    colors = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    welded = mesh.copy()
+    welded.merge_vertices(merge_tex=True, merge_norm=True)
+    components = welded.split(only_watertight=False)
+    euler = welded.euler_number
+    genus = round((2 * len(components) - euler) / 2) if len(components) == 1 else None
+    points = _unit_box_points()
+    occ = mesh_occupancy(welded, points)
+    ious = {s: max(iou(occ, primitive_occupancy(s, points, a)) for a in ROTATIONS_DEG) for s in SHAPES}
+    delta_e = float(np.linalg.norm(srgb_to_lab(colors.mean(0)) - srgb_to_lab(np.array(COLORS[color]))))
+    return {"iou": ious[shape], "class": max(ious, key=ious.get), "delta_e": delta_e,
+            "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
+            "faces": len(mesh.faces)}
+
+
+def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path | None:
+    cmd = [sys.executable, "-m", "sds.cli", "generate", prompt, f"seed={seed}", f"output_dir={out}",
+           "export.formats=[glb, ply]", "--no-progress", *overrides]
+    before = set(out.glob("*/*"))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    new = sorted(set(out.glob("*/*")) - before)
+    if proc.returncode != 0 or not new:
+        print(f"  FAILED {prompt!r} seed {seed}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+        return new[-1] if new else None
+    return new[-1]
+
+
+def contact_sheet(rows: list[dict], path: Path) -> None:
+    import imageio.v3 as iio
+
+    tiles = []
+    for r in rows:
+        preview = r["run"] / "result" / "preview.png"
+        img = iio.imread(preview)[..., :3] if preview.exists() else np.full((256, 256, 3), 255, np.uint8)
+        tiles.append(img)
+    cols = 6
+    while len(tiles) % cols:
+        tiles.append(np.full_like(tiles[0], 255))
+    grid = np.concatenate([np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)], 0)
+    iio.imwrite(path, grid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--colors", default="red,blue,yellow")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"{'prompt':22} seed  class     IoU   dE    comp genus  time_s  peak_MiB", flush=True)
+    for shape in args.shapes.split(","):
+        for color in args.colors.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                prompt = f"a {color} {shape}"
+                started = time.time()
+                run = run_prompt(prompt, seed, args.out, args.overrides)
+                glb = run / "result" / "model.ply" if run else None
+                if glb is None or not glb.exists():
+                    rows.append({"prompt": prompt, "seed": seed, "ok": False, "run": run or args.out})
+                    continue
+                s = score_mesh(glb, shape, color)
+                info = json.loads((run / "run.json").read_text())
+                s.update(prompt=prompt, seed=seed, run=run, time=sum(info["timings_s"].values()),
+                         wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")))
+                s["ok"] = s["class"] == shape and s["components"] == 1 and s["genus_ok"]
+                rows.append(s)
+                print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['delta_e']:5.1f} {s['components']:4} "
+                      f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}", flush=True)
+    scored = [r for r in rows if "iou" in r]
+    correct = sum(r["ok"] for r in rows)
+    if scored:
+        print(f"fidelity: {correct}/{len(rows)} correct, mean IoU {statistics.mean(r['iou'] for r in scored):.3f}, "
+              f"worst IoU {min(r['iou'] for r in scored):.3f}, mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
+              f"median time {statistics.median(r['time'] for r in scored):.0f} s, "
+              f"max peak {max(r['peak'] for r in scored):.0f} MiB")
+    contact_sheet(rows, args.out / "contact.png")
+    print(f"contact sheet: {args.out / 'contact.png'}")
+
+
+if __name__ == "__main__":
+    main()
