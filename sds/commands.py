@@ -16,7 +16,8 @@ log = logging.getLogger("sds")
 def train_prior(args) -> int:
     from dataclasses import replace
 
-    from sds.prior.train import PriorTrainConfig, train_prior as run_training
+    from sds.prior.train import PriorTrainConfig
+    from sds.prior.train import train_prior as run_training
 
     cfg = PriorTrainConfig(device=args.device)
     if args.steps is not None:

@@ -105,7 +105,7 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
             parts = _components_from_single_file(source, dtype)
         else:
             parts = _components_from_pretrained(source, cfg.revision, dtype)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         where = "local folder" if source.is_local else "hub id (no network? set model= to a local folder)"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None

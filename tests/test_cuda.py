@@ -1,0 +1,60 @@
+"""CUDA-only checks (run by scripts/gpu_check.sh on a GPU machine; skipped elsewhere)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sds.cameras import sample_orbit_cameras
+from sds.config import FieldConfig, load_config
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_nerfacc_path_matches_torch_path():
+    from sds.field.background import ConstantBackground
+    from sds.field.nerf import GridField
+    from sds.render.renderer import VolumeRenderer
+
+    torch.manual_seed(0)
+    field = GridField(FieldConfig()).cuda()
+    with torch.no_grad():
+        field.grid.normal_(0, 0.5)
+    cams = sample_orbit_cameras(2, (2.5, 2.5), (10, 30), (40, 40), torch.Generator().manual_seed(0)).to("cuda")
+    reference = VolumeRenderer(field, ConstantBackground().cuda(), 256, 0.35, sampler="torch")
+    fast = VolumeRenderer(field, ConstantBackground().cuda(), 256, 0.35, sampler="nerfacc")
+    assert fast.path == "nerfacc"
+    for step in range(0, 64, 16):
+        fast.update(step)
+    a = reference.render(cams, 32, 32, shading="albedo")
+    b = fast.render(cams, 32, 32, shading="albedo")
+    assert (a.opacity - b.opacity).abs().mean() < 0.02
+    assert (a.rgb - b.rgb).abs().mean() < 0.02
+
+
+def test_train_steps_on_cuda(tiny_pixel_model, tmp_path):
+    from sds.guidance.load import load_guidance
+    from sds.run import Run
+    from sds.train import make_trainer, train
+
+    cfg = load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path}", "steps=6", "device=cuda",
+                             "render.resolution=16", "camera.batch_size=2", "render.albedo_warmup_steps=2",
+                             "checkpoint_every=3", "preview_every=3"], prompt="a red cube")
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cuda"))
+    trainer = make_trainer(cfg, torch.device("cuda"))
+    assert trainer.renderer.path == "nerfacc"
+    assert train(trainer, guidance, Run.create(cfg), show_progress=False) == "ok"
+    assert torch.isfinite(trainer.field.grid).all()
+
+
+def test_half_precision_guidance_gradient_is_finite(tiny_latent_model):
+    from sds.config import GuidanceConfig
+    from sds.guidance.load import load_guidance
+
+    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_latent_model), half_precision=True), "a red cube",
+                                torch.device("cuda"))
+    assert guidance.dtype == torch.float16
+    rgb = torch.rand(2, 16, 16, 3, device="cuda", requires_grad=True)
+    guidance(rgb, ["front", "side"], 0, 10, torch.Generator().manual_seed(0)).loss.backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
