@@ -96,6 +96,11 @@ def clean_mesh(
         )
     if max_faces > 0 and len(mesh.faces) > max_faces:
         mesh = decimate(mesh, max_faces)
+        # Edge collapses can leave zero-area faces and split off slivers: clean once more.
+        mesh.update_faces(mesh.nondegenerate_faces())
+        mesh.remove_unreferenced_vertices()
+        if min_component_fraction > 0:
+            mesh = drop_small_components(mesh, min_component_fraction)
     if len(mesh.faces) == 0:
         raise EmptySceneError("empty scene: nothing left after mesh clean-up")
     return mesh

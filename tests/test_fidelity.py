@@ -1,0 +1,47 @@
+"""The fidelity scorer on ground truth, and a short prompt-to-mesh run scored with loose thresholds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from fidelity import run_prompt, score_mesh  # noqa: E402
+
+from sds.prior.world import COLORS, sdf  # noqa: E402
+
+
+def _true_mesh(shape: str, color: str, path: Path) -> Path:
+    from skimage.measure import marching_cubes
+
+    g = np.linspace(-0.7, 0.7, 72)
+    points = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    volume = sdf(shape, torch.from_numpy(points).float()).numpy().reshape(72, 72, 72)
+    v, f, _, _ = marching_cubes(volume, 0.0, spacing=(g[1] - g[0],) * 3)
+    rgba = (np.array([*COLORS[color], 1.0]) * 255).astype(np.uint8)
+    trimesh.Trimesh(v, f[:, ::-1], vertex_colors=np.tile(rgba, (len(v), 1))).export(path)
+    return path
+
+
+@pytest.mark.parametrize("shape,color", [("torus", "blue"), ("cube", "yellow")])
+def test_scorer_on_ground_truth(shape, color, tmp_path):
+    s = score_mesh(_true_mesh(shape, color, tmp_path / "m.ply"), shape, color)
+    assert s["class"] == shape and s["iou"] > 0.9 and s["delta_e"] < 1.0
+    assert s["components"] == 1 and s["genus_ok"]
+
+
+def test_scorer_rejects_wrong_shape_and_colour(tmp_path):
+    s = score_mesh(_true_mesh("sphere", "red", tmp_path / "m.ply"), "torus", "blue")
+    assert s["class"] == "sphere" and s["iou"] < 0.6 and s["delta_e"] > 50 and not s["genus_ok"]
+
+
+@pytest.mark.slow
+def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
+    run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
+    s = score_mesh(run / "result" / "model.ply", "sphere", "red")
+    assert s["class"] == "sphere" and s["iou"] > 0.7 and s["delta_e"] < 20 and s["components"] == 1
