@@ -50,7 +50,7 @@ def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float) -> np.
     return (sdf(shape, torch.from_numpy(world).float()) < 0).numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _primitive_bounds(shape: str) -> tuple[np.ndarray, np.ndarray]:
     g = np.linspace(-0.7, 0.7, 141)
     pts = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
