@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     for noisy in ("httpx", "urllib3", "filelock", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A polite kill (SIGTERM) is treated like Ctrl-C: the trainer checkpoints and marks the run interrupted.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -105,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sds: error: {message}", file=sys.stderr)
         return 1
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _dispatch(args) -> int:

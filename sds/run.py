@@ -15,6 +15,7 @@ import re
 import resource
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +31,7 @@ class DiskFullError(OSError):
 
 def slugify(prompt: str, max_chars: int = 40) -> str:
     """Short lowercase ascii name from a prompt; never contains a path separator or dots."""
-    text = prompt.encode("ascii", "ignore").decode().lower()
+    text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
     slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:max_chars].strip("-")
     return slug or "prompt"
 

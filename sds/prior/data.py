@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sds.cameras import camera_rays, sample_orbit_cameras, view_label
+from sds.config import CameraConfig, RenderConfig
 from sds.field.shading import lambertian, sample_light_positions
 from sds.prior.world import BACKGROUND_RGB, COLORS, SDF, SHAPES
 
@@ -24,11 +25,12 @@ class DataConfig:
     images_per_caption: int = 1000
     resolution: int = 32  # stored images are resolution x resolution
     supersample: int = 2  # rendered at resolution * supersample, then average-pooled (anti-aliasing)
-    radius_range: tuple[float, float] = (2.3, 2.7)
-    elevation_range_deg: tuple[float, float] = (-10.0, 60.0)
-    fov_range_deg: tuple[float, float] = (36.0, 44.0)
-    light_jitter_deg: float = 30.0
-    ambient: float = 0.35
+    # Cameras, light and shading are the SDS defaults by construction: the prior sees what the NeRF will show.
+    radius_range: tuple[float, float] = CameraConfig.radius_range
+    elevation_range_deg: tuple[float, float] = CameraConfig.elevation_range_deg
+    fov_range_deg: tuple[float, float] = CameraConfig.fov_range_deg
+    light_jitter_deg: float = CameraConfig.light_jitter_deg
+    ambient: float = RenderConfig.ambient
     seed: int = 0
 
 
