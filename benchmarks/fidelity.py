@@ -5,8 +5,8 @@
 
 For each prompt "a <colour> <shape>" it runs ``sds generate`` (default config unless overridden) and scores
 the exported mesh against the true primitive of ``sds.prior.world``:
-- shape IoU: voxel occupancy of mesh vs primitive, both centred and scaled to a unit bounding box, best over
-  rotations about +Y (the orientation SDS picks is arbitrary);
+- shape IoU: voxel occupancy of mesh vs primitive, both centred on their bounding boxes, the mesh scaled to
+  the primitive's volume (SDS picks the size freely), best over rotations about +Y (and the orientation);
 - shape class: the primitive with the highest IoU; correct when it is the prompted one;
 - colour error: CIE76 delta E between the mean vertex albedo and the prompt colour (sRGB -> Lab);
 - topology: connected components and genus (from the Euler characteristic of the welded mesh);
@@ -31,44 +31,47 @@ import torch
 
 from sds.prior.world import COLORS, GENUS, SHAPES, sdf
 
-GRID = 40
+GRID = 48
+EXTENT = 0.75  # the voxel grid covers [-EXTENT, EXTENT]^3 around the bounding-box centre
 ROTATIONS_DEG = range(0, 90, 6)  # every primitive has a 90-degree (or finer) symmetry about +Y
 
 
-def _unit_box_points(n: int = GRID) -> np.ndarray:
-    g = (np.arange(n) + 0.5) / n - 0.5  # cell centres in [-0.5, 0.5]
+def _grid_points() -> np.ndarray:
+    g = ((np.arange(GRID) + 0.5) / GRID * 2 - 1) * EXTENT  # voxel centres
     return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
 
 
-def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Occupancy of the primitive normalised to a unit bounding box, rotated by angle about +Y."""
-    lo, hi = _primitive_bounds(shape)
-    centre, scale = (lo + hi) / 2, (hi - lo).max()
-    a = math.radians(angle_deg)
-    rot = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-    world = (points @ rot.T) * scale + centre
-    return (sdf(shape, torch.from_numpy(world).float()) < 0).numpy()
-
-
-@functools.cache
-def _primitive_bounds(shape: str) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=None)
+def _primitive_frame(shape: str) -> tuple[np.ndarray, float]:
+    """Bounding-box centre and volume of a primitive (from a fine occupancy grid)."""
     g = np.linspace(-0.7, 0.7, 141)
     pts = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    inside = pts[(sdf(shape, torch.from_numpy(pts).float()) < 0).numpy()]
-    return inside.min(0), inside.max(0)
+    inside = (sdf(shape, torch.from_numpy(pts).float()) < 0).numpy()
+    box = pts[inside]
+    return (box.min(0) + box.max(0)) / 2, float(inside.mean() * 1.4**3)
 
 
-def mesh_occupancy(mesh, points: np.ndarray) -> np.ndarray:
-    """Occupancy at points (unit-box frame) of the mesh scaled to a unit bounding box.
+def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Occupancy of the primitive, centred on its bounding box and rotated by angle about +Y."""
+    centre, _ = _primitive_frame(shape)
+    a = math.radians(angle_deg)
+    rot = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    return (sdf(shape, torch.from_numpy(points @ rot.T + centre).float()) < 0).numpy()
 
-    Surface voxels from trimesh's voxelizer, interior filled (scipy), so no ray casting is needed.
+
+def mesh_occupancy(mesh, points: np.ndarray, volume: float) -> np.ndarray:
+    """Occupancy at points of the mesh centred on its bounding box and scaled to the given volume.
+
+    Scale is set by volume, not by the longest side, so a shape is compared with a shape whatever size
+    SDS chose. Surface voxels from trimesh's voxelizer with the interior filled: no ray casting needed.
     """
     lo, hi = mesh.bounds
     unit = mesh.copy()
     unit.apply_translation(-(lo + hi) / 2)
-    unit.apply_scale(1.0 / (hi - lo).max())
-    voxels = unit.voxelized(pitch=0.5 / GRID).fill()
-    return voxels.is_filled(points)
+    own_volume = abs(unit.volume) if unit.is_watertight else float(
+        unit.voxelized(pitch=EXTENT / GRID).fill().volume)
+    unit.apply_scale((volume / max(own_volume, 1e-9)) ** (1 / 3))
+    return unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(points)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,9 +96,11 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
     components = welded.split(only_watertight=False)
     euler = welded.euler_number
     genus = round((2 * len(components) - euler) / 2) if len(components) == 1 else None
-    points = _unit_box_points()
-    occ = mesh_occupancy(welded, points)
-    ious = {s: max(iou(occ, primitive_occupancy(s, points, a)) for a in ROTATIONS_DEG) for s in SHAPES}
+    points = _grid_points()
+    ious = {}
+    for s in SHAPES:
+        occ = mesh_occupancy(welded, points, _primitive_frame(s)[1])
+        ious[s] = max(iou(occ, primitive_occupancy(s, points, a)) for a in ROTATIONS_DEG)
     delta_e = float(np.linalg.norm(srgb_to_lab(colors.mean(0)) - srgb_to_lab(np.array(COLORS[color]))))
     return {"iou": ious[shape], "class": max(ious, key=ious.get), "delta_e": delta_e,
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
