@@ -77,3 +77,15 @@ def test_show_config_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "steps: 3" in out.stdout
+
+
+def test_cli_takes_overrides_on_either_side_of_flags():
+    import subprocess
+    import sys
+
+    from sds.cli import build_parser, main  # noqa: F401
+
+    out = subprocess.run([sys.executable, "-m", "sds.cli", "show-config", "steps=3", "--prompt", "x", "seed=4"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "steps: 3" in out.stdout and "seed: 4" in out.stdout
