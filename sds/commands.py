@@ -242,11 +242,25 @@ def sample(args) -> int:
 
     images = sample_images(args.model, args.prompt, args.n, args.scheduler, args.steps, args.guidance_scale,
                            args.seed, pick_device(args.device), show_progress=True)
-    grid = image_grid(images, columns=min(args.n, 8))
+    steps = args.steps if args.scheduler == "ddim" else "all"
+    caption = f"{args.prompt!r}  {args.scheduler}, {steps} steps, guidance scale {args.guidance_scale:g}"
+    grid = _captioned((image_grid(images, columns=min(args.n, 8)).numpy() * 255).round().astype("uint8"), caption)
     out = args.out or Path("outputs") / "samples" / f"{slugify(args.prompt)}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, (grid.numpy() * 255).round().astype("uint8"))
-    steps = args.steps if args.scheduler == "ddim" else "all"
+    iio.imwrite(out, grid)
     log.info("%s: %d samples of %r, %s, %s steps, guidance scale %g", out, args.n, args.prompt, args.scheduler,
              steps, args.guidance_scale)
     return 0
+
+
+def _captioned(image, caption: str):
+    """The image (upscaled so text fits) with a white strip of text under it."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    scale = max(1, 512 // image.shape[1])
+    img = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
+    canvas = Image.new("RGB", (img.width, img.height + 16), "white")
+    canvas.paste(img, (0, 0))
+    ImageDraw.Draw(canvas).text((4, img.height + 2), caption, fill="black")
+    return np.asarray(canvas)

@@ -123,3 +123,16 @@ def test_builtin_prior_end_to_end_short(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (glb,) = tmp_path.glob("*/*/result/model.glb")
     assert glb.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("scheduler,steps", [("ddim", 4), pytest.param("ddpm", 0, marks=pytest.mark.slow)])
+def test_sample_grid(tiny_pixel_model, tmp_path, scheduler, steps):
+    out_png = tmp_path / "grid.png"
+    out = _sds("sample", "a red cube", "--model", str(tiny_pixel_model), "--scheduler", scheduler,
+               "--steps", str(steps), "-n", "3", "--out", str(out_png))
+    assert out.returncode == 0, out.stderr[-2000:]
+    import imageio.v3 as iio
+
+    image = iio.imread(out_png)
+    assert image.shape[1] == 16 * 3 * (512 // 48) and image.shape[0] > image.shape[1] // 3  # 3 tiles + caption
+    assert scheduler in out.stderr
