@@ -145,8 +145,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"{'prompt':22} seed  class     IoU   dE    comp genus  time_s  peak_MiB", flush=True)
-    for shape in args.shapes.split(","):
-        for color in args.colors.split(","):
+    # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
+    for color in args.colors.split(","):
+        for shape in args.shapes.split(","):
             for seed in map(int, args.seeds.split(",")):
                 prompt = f"a {color} {shape}"
                 started = time.time()

@@ -149,6 +149,12 @@ def classify_color(images: torch.Tensor, fg_threshold: float = 0.1) -> torch.Ten
     return torch.tensor(out)
 
 
+# ---------------------------------------------------------------- background tint
+def background_tint(images: torch.Tensor) -> torch.Tensor:
+    """[N] how far the background is from white: max over channels of 1 - border median (renders: 0)."""
+    return (1 - background(images)).amax(-1).clamp(min=0)
+
+
 # ---------------------------------------------------------------- the benchmark
 def parse_captions(text: str | None) -> list[tuple[str, str]]:
     """'red cube,blue sphere' or 'a red cube;...' -> [(colour, shape)]; None: all 45."""
@@ -253,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [i for i, (pc, _) in enumerate(pairs) if pc == c]
         if rows:
             print(f"  {c:<9} {shape_hit[rows].float().mean():6.1%} {color_hit[rows].float().mean():6.1%}")
+    tint = background_tint(chw)
     print(f"\noverall: shape {shape_hit.float().mean():.1%}, colour {color_hit.float().mean():.1%}, "
           f"both {both_hit.float().mean():.1%} of {shape_hit.numel()} samples")
+    print(f"background tint (1 - border colour, max channel; renders: 0): median {tint.median():.3f}, "
+          f"{(tint > 0.1).float().mean():.0%} of samples above 0.1")
     save_grid(images, pairs, args.k, args.out)
     print(f"time: checker {t_checker:.0f} s, sampling {t_sample:.0f} s "
           f"({t_sample / images.shape[0]:.2f} s/image), total {time.time() - t_start:.0f} s; grid: {args.out}")

@@ -49,8 +49,8 @@ def sample_from_components(parts: dict, prompts: list[str], n_per_prompt: int, s
     """n_per_prompt images of each prompt, prompt-major: [len(prompts) * n_per_prompt, H, W, 3] in [0, 1].
 
     `parts` as returned by ``load_components`` (load once, sample many prompts). Images are sampled in
-    chunks of `batch_size`; the initial noise comes from one generator seeded with `seed`, drawn in
-    prompt-major order, so the result does not depend on batch_size.
+    chunks of `batch_size`; all noise comes from one CPU generator seeded with `seed` (the initial noise
+    drawn first, in prompt-major order), so a call is reproducible for a given batch_size.
     """
     from tqdm.auto import tqdm
 
