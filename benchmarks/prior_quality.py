@@ -171,16 +171,21 @@ def parse_captions(text: str | None) -> list[tuple[str, str]]:
 
 
 def save_grid(images: torch.Tensor, pairs: list[tuple[str, str]], k: int, path: Path, scale: int = 2) -> None:
-    """One row per colour, shapes side by side (K samples each), a white gap between groups."""
+    """One row per colour, shapes side by side (K samples each), a white gap between groups.
+
+    A subset that is not a full colour x shape table gets one row per caption instead.
+    """
     from PIL import Image
 
     h, w = images.shape[1:3]
     colors = [c for c in COLOR_NAMES if any(pc == c for pc, _ in pairs)]
     shapes = [s for s in SHAPES if any(ps == s for _, ps in pairs)]
+    table = len(set(pairs)) == len(colors) * len(shapes)
+    rows, cols = (len(colors), len(shapes)) if table else (len(pairs), 1)
     gap = 4
-    canvas = torch.ones(len(colors) * (h + gap), len(shapes) * (k * w + gap), 3)
+    canvas = torch.ones(rows * (h + gap), cols * (k * w + gap), 3)
     for i, (c, s) in enumerate(pairs):
-        r, col = colors.index(c), shapes.index(s)
+        r, col = (colors.index(c), shapes.index(s)) if table else (i, 0)
         for j in range(k):
             y, x = r * (h + gap), col * (k * w + gap) + j * w
             canvas[y:y + h, x:x + w] = images[i * k + j]

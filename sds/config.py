@@ -55,7 +55,7 @@ class GuidanceConfig:
     """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `model` is a hub id."""
-    guidance_scale: float = 20.0
+    guidance_scale: float = 50.0
     """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u)."""
     t_min: float = 0.02
     """Smallest diffusion time sampled, as a fraction of the model's training timesteps."""
