@@ -20,7 +20,7 @@ EXAMPLES = """examples:
   sds show-config --config configs/quick.yaml steps=100
   sds resume outputs/a-red-cube-1a2b3c4d/20261128-101500 steps=800
   sds export outputs/a-red-cube-1a2b3c4d/20261128-101500 --format glb,obj,ply --resolution 192
-  sds sample "a red cube" -n 8 --scheduler ddim --steps 50
+  sds sample "a red cube" -n 8 --scheduler ddim --steps 30
 """
 
 
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.add_argument("--model", default="builtin")
     p.add_argument("--scheduler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance-scale", type=float, default=7.5)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("-n", type=int, default=8, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: outputs/samples/<slug>.png)")
