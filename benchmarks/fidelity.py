@@ -101,8 +101,10 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
     for s in SHAPES:
         occ = mesh_occupancy(welded, points, _primitive_frame(s)[1])
         ious[s] = max(iou(occ, primitive_occupancy(s, points, a)) for a in ROTATIONS_DEG)
-    delta_e = float(np.linalg.norm(srgb_to_lab(colors.mean(0)) - srgb_to_lab(np.array(COLORS[color]))))
-    return {"iou": ious[shape], "class": max(ious, key=ious.get), "delta_e": delta_e,
+    mean_lab = srgb_to_lab(colors.mean(0))
+    errors = {c: float(np.linalg.norm(mean_lab - srgb_to_lab(np.array(rgb)))) for c, rgb in COLORS.items()}
+    return {"iou": ious[shape], "class": max(ious, key=ious.get), "delta_e": errors[color],
+            "color_class": min(errors, key=errors.get), "mean_rgb": colors.mean(0).round(3).tolist(),
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
             "faces": len(mesh.faces)}
 

