@@ -41,7 +41,7 @@ def _grid_points() -> np.ndarray:
     return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _primitive_frame(shape: str) -> tuple[np.ndarray, float]:
     """Bounding-box centre and volume of a primitive (from a fine occupancy grid)."""
     g = np.linspace(-0.7, 0.7, 141)
