@@ -9,16 +9,11 @@ class RunError(RuntimeError):
 
 def user_message(error: BaseException) -> str | None:
     """One-line message for an expected failure, or None for a bug (which should show its traceback)."""
+    from sds.export import EmptySceneError
     from sds.guidance.load import ModelLoadError
     from sds.run import DiskFullError
 
-    if isinstance(error, (ModelLoadError, RunError, DiskFullError, FileNotFoundError)):
-        return str(error)
-    try:
-        from sds.export import EmptySceneError
-    except ImportError:  # pragma: no cover - export is part of the package
-        EmptySceneError = ()  # noqa: N806
-    if isinstance(error, EmptySceneError):
+    if isinstance(error, (ModelLoadError, RunError, DiskFullError, FileNotFoundError, EmptySceneError)):
         return str(error)
     if isinstance(error, ValueError) and str(error).startswith(("device:", "render.", "field.")):
         return str(error)
