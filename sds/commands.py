@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sds.config import RunConfig, from_dict, load_config
 from sds.errors import RunError
+from sds.run import peak_memory_mb
 
 log = logging.getLogger("sds")
 
@@ -69,7 +70,7 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
         raise
     finally:
         run.add_timing("export", time.perf_counter() - started)
-        run.info.peak_memory_mb["cpu_rss"] = round(_peak_mb(), 1)
+        run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
         run.save()
     run.info.export = {
         "threshold": out.threshold, "threshold_is_automatic": out.threshold_is_automatic,
@@ -80,12 +81,6 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
     }
     for path in out.files.values():
         log.info("wrote %s", path)
-
-
-def _peak_mb() -> float:
-    from sds.run import peak_memory_mb
-
-    return peak_memory_mb()
 
 
 def _prepare(cfg: RunConfig):
@@ -121,7 +116,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
     run.info.status = status
     if torch.cuda.is_available():
         run.info.peak_memory_mb["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    run.info.peak_memory_mb["cpu_rss"] = round(_peak_mb(), 1)
+    run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
     run.save()
     if status != "ok":
         hint = f"continue with: sds resume {run.path}" if status == "interrupted" else "lower the learning rates or guidance scale"

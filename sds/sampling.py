@@ -21,7 +21,7 @@ import torch
 
 from sds.config import GuidanceConfig
 from sds.guidance.load import load_components
-from sds.guidance.sds import cfg_combine
+from sds.guidance.sds import guided_noise
 
 DEFAULT_DDIM_ETA = 1.0
 
@@ -76,11 +76,8 @@ def sample_from_components(parts: dict, prompts: list[str], n_per_prompt: int, s
         uncond = hidden[:1].expand(n, -1, -1)
         x = noise[start:start + n].to(device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([x, x]), t).to(dtype)
-            pred = unet(model_in, t, encoder_hidden_states=torch.cat([uncond, cond])).sample[:, :c].float()
-            eps_u, eps_c = pred.chunk(2)
-            x = scheduler.step(cfg_combine(eps_u, eps_c, guidance_scale), t, x, generator=generator,
-                               **step_kw).prev_sample
+            eps = guided_noise(unet, scheduler.scale_model_input(x, t), t, uncond, cond, guidance_scale)
+            x = scheduler.step(eps, t, x, generator=generator, **step_kw).prev_sample
             bar.update(1)
         if "vae" in parts:
             vae = parts["vae"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import SDSOutput, cfg_combine, score_distillation
+from sds.guidance.sds import SDSOutput, guided_noise, score_distillation
 from sds.prompt import PromptEmbeddings
 
 GuidanceOutput = SDSOutput
@@ -48,11 +48,7 @@ class Guidance:
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """CFG-combined epsilon for x_t [B, C, h, w] and conditional embeddings cond [B, L, D]."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
-        out = self.unet(torch.cat([x_t, x_t]).to(self.dtype), torch.cat([t, t]),
-                        encoder_hidden_states=torch.cat([uncond, cond])).sample
-        out = out[:, : x_t.shape[1]]  # models with learned variance (DeepFloyd IF) predict [eps, variance]
-        eps_uncond, eps_cond = out.float().chunk(2)
-        return cfg_combine(eps_uncond, eps_cond, self.cfg.guidance_scale)
+        return guided_noise(self.unet, x_t, t, uncond, cond, self.cfg.guidance_scale)
 
     def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], step: int, total_steps: int,
                  generator: torch.Generator | None = None) -> SDSOutput:

@@ -24,6 +24,19 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, cond: torch.Tensor,
+                 scale: float) -> torch.Tensor:
+    """CFG epsilon [B, C, h, w] from one UNet call on the batch [uncond; cond].
+
+    t is [B] or a scalar timestep; uncond and cond are [B, L, D]. Models with learned variance
+    (DeepFloyd IF) predict [eps, variance]: only the first C channels are eps.
+    """
+    t_in = torch.cat([t, t]) if t.ndim else t
+    out = unet(torch.cat([x_t, x_t]).to(unet.dtype), t_in, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    eps_uncond, eps_cond = out[:, : x_t.shape[1]].float().chunk(2)
+    return cfg_combine(eps_uncond, eps_cond, scale)
+
+
 def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
     """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
     anneal_steps = cfg.anneal_fraction * total_steps
