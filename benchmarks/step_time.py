@@ -16,12 +16,10 @@ from pathlib import Path
 
 import torch
 
-from sds.cameras import sample_orbit_cameras, view_label
 from sds.config import load_config
-from sds.field.shading import sample_light_positions
 from sds.guidance.load import load_guidance
 from sds.run import peak_memory_mb
-from sds.train import make_trainer
+from sds.train import make_trainer, sample_views
 
 
 def _sync(device):
@@ -34,16 +32,13 @@ def time_steps(cfg, device, steps: int) -> dict[str, float]:
     trainer = make_trainer(cfg, device)
     gen = trainer.generator
     phases = {"render": [], "guidance": [], "backward": [], "optimizer": [], "total": []}
-    c = cfg.camera
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen).to(device)
-        light = sample_light_positions(cams, c.light_jitter_deg, gen)
+        cams, light, labels = sample_views(trainer)
         out = trainer.renderer.render(cams, cfg.render.resolution, cfg.render.resolution, light, "lambertian",
                                       perturb=True, generator=gen)
         _sync(device)
         t1 = time.perf_counter()
-        labels = [view_label(float(a), float(e)) for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
         sds = guidance(out.rgb, labels, 300, cfg.steps, gen)
         _sync(device)
         t2 = time.perf_counter()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sds.cameras import sample_orbit_cameras, turntable_cameras, view_label
+from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
 from sds.config import RunConfig
 from sds.field.shading import sample_light_positions
 from sds.run import Run, write_atomic
@@ -86,14 +86,24 @@ def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
     return -(o * o.log() + (1 - o) * (1 - o).log()).mean()
 
 
+def sample_views(trainer: Trainer) -> tuple[Cameras, torch.Tensor, list[str]]:
+    """A batch of random training cameras (on the field's device), light positions [B, 3] and view labels."""
+    c = trainer.cfg.camera
+    gen = trainer.generator
+    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
+    cams = cams.to(trainer.field_device)
+    light = sample_light_positions(cams, c.light_jitter_deg, gen)
+    labels = [view_label(float(a), float(e), c.front_half_width_deg, c.back_half_width_deg, c.overhead_elevation_deg)
+              for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
+    return cams, light, labels
+
+
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     """One optimisation step. Returns scalars for the log; raises FloatingPointError on a NaN loss."""
     cfg, gen, step = trainer.cfg, trainer.generator, trainer.step
     c = cfg.camera
-    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
     device = trainer.field_device
-    cams = cams.to(device)
-    light = sample_light_positions(cams, c.light_jitter_deg, gen)
+    cams, light, labels = sample_views(trainer)
     shading = pick_shading(cfg, step, gen)
     u = torch.rand(c.batch_size, generator=gen)
     colors = torch.rand(c.batch_size, 3, generator=gen)
@@ -102,8 +112,6 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     bg_kw = {"background_rgb": colors.to(device), "background_mask": random_bg.to(device)} if random_bg.any() else {}
     res = cfg.render.resolution
     out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen, **bg_kw)
-    labels = [view_label(float(a), float(e), c.front_half_width_deg, c.back_half_width_deg, c.overhead_elevation_deg)
-              for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
     sds = guidance(out.rgb, labels, step, cfg.steps, gen)
     r = cfg.reg
     loss = (sds.loss + r.orientation.at(step) * out.orientation
