@@ -121,19 +121,73 @@ def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path 
     return new[-1]
 
 
-def contact_sheet(rows: list[dict], path: Path) -> None:
-    import imageio.v3 as iio
+def render_mesh(mesh, size: int = 128) -> np.ndarray:
+    """Ray-cast the exported mesh (vertex colours, Lambert light at the camera) from the preview's first view.
 
-    tiles = []
-    for r in rows:
-        preview = r["run"] / "result" / "preview.png"
-        img = iio.imread(preview)[..., :3] if preview.exists() else np.full((256, 256, 3), 255, np.uint8)
-        tiles.append(img)
-    cols = 6
-    while len(tiles) % cols:
+    The exporter's preview shows the NeRF; this shows what a viewer gets, so the two can be compared.
+    """
+    from sds.cameras import camera_rays
+    from sds.export.views import preview_cameras
+
+    lo, hi = mesh.bounds
+    mesh = mesh.copy()
+    mesh.apply_translation(-(lo + hi) / 2)
+    mesh.apply_scale(1.0 / max(float((hi - lo).max()), 1e-9))  # a centred unit box, as the exporter writes
+    cams = preview_cameras(1.0, 4)
+    origins, dirs = (t[0].reshape(-1, 3).numpy().astype(np.float64) for t in camera_rays(cams, size, size))
+    hits, rays, faces = mesh.ray.intersects_location(origins, dirs, multiple_hits=False)
+    image = np.ones((size * size, 3))
+    if len(rays):
+        colors = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+        albedo = colors[mesh.faces[faces]].mean(1)
+        lambert = np.abs((mesh.face_normals[faces] * dirs[rays]).sum(-1, keepdims=True))
+        image[rays] = albedo * (0.35 + 0.65 * lambert)
+    return (image.reshape(size, size, 3) * 255).round().astype(np.uint8)
+
+
+def contact_tile(row: dict, size: int = 128) -> np.ndarray:
+    """Prompt, seed and verdict on top; NeRF render (export preview, front view) left, mesh render right."""
+    import trimesh
+    from PIL import Image, ImageDraw
+
+    result = Path(row["run"]) / "result"
+    blank = np.full((size, size, 3), 255, np.uint8)
+    nerf = blank
+    if (result / "preview.png").exists():
+        preview = np.asarray(Image.open(result / "preview.png").convert("RGB"))
+        half = preview.shape[0] // 2
+        nerf = np.asarray(Image.fromarray(preview[:half, :half]).resize((size, size)))
+    mesh = render_mesh(trimesh.load(result / "model.ply", force="mesh", process=False), size) \
+        if (result / "model.ply").exists() else blank
+    label = Image.new("RGB", (2 * size, 30), "white")
+    draw = ImageDraw.Draw(label)
+    verdict = (f"{row['class']} IoU {row['iou']:.2f} dE {row['delta_e']:.0f} g{row['genus']}"
+               if "iou" in row else "FAILED")
+    draw.text((4, 2), f"{row['prompt']} (seed {row['seed']})", fill="black")
+    draw.text((4, 16), verdict, fill="darkgreen" if row.get("ok") else "darkred")
+    return np.concatenate([np.asarray(label), np.concatenate([nerf, mesh], 1)], 0)
+
+
+def contact_sheet(rows: list[dict], path: Path, columns: int = 4) -> None:
+    """Every prompt's tile (failures included) in a grid: for a person to look at."""
+    from PIL import Image
+
+    tiles = [contact_tile(r) for r in rows]
+    while len(tiles) % columns:
         tiles.append(np.full_like(tiles[0], 255))
-    grid = np.concatenate([np.concatenate(tiles[i:i + cols], 1) for i in range(0, len(tiles), cols)], 0)
-    iio.imwrite(path, grid)
+    grid = np.concatenate([np.concatenate(tiles[i:i + columns], 1) for i in range(0, len(tiles), columns)], 0)
+    Image.fromarray(grid).save(path)
+
+
+def summary(rows: list[dict]) -> str:
+    scored = [r for r in rows if "iou" in r]
+    if not scored:
+        return f"fidelity: 0/{len(rows)} correct (no mesh was scored)"
+    return (f"fidelity: {sum(r['ok'] for r in rows)}/{len(rows)} correct, "
+            f"mean IoU {statistics.mean(r['iou'] for r in scored):.3f}, "
+            f"worst IoU {min(r['iou'] for r in scored):.3f}, mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
+            f"median time {statistics.median(r['time'] for r in scored):.0f} s, "
+            f"max peak {max(r['peak'] for r in scored):.0f} MiB")
 
 
 def main() -> None:
@@ -142,9 +196,18 @@ def main() -> None:
     parser.add_argument("--colors", default="red,blue,yellow")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the summary and contact sheet from OUT/results.json without running")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.json"
+    if args.report_only:
+        rows = json.loads(results.read_text())
+        print(summary(rows))
+        contact_sheet(rows, args.out / "contact.png")
+        print(f"contact sheet: {args.out / 'contact.png'}")
+        return
     rows = []
     print(f"{'prompt':22} seed  class     IoU   dE    comp genus  time_s  peak_MiB", flush=True)
     # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
@@ -156,23 +219,19 @@ def main() -> None:
                 run = run_prompt(prompt, seed, args.out, args.overrides)
                 glb = run / "result" / "model.ply" if run else None
                 if glb is None or not glb.exists():
-                    rows.append({"prompt": prompt, "seed": seed, "ok": False, "run": run or args.out})
+                    rows.append({"prompt": prompt, "seed": seed, "ok": False, "run": str(run or args.out)})
                     continue
                 s = score_mesh(glb, shape, color)
                 info = json.loads((run / "run.json").read_text())
-                s.update(prompt=prompt, seed=seed, run=run, time=sum(info["timings_s"].values()),
+                s.update(prompt=prompt, seed=seed, run=str(run), time=sum(info["timings_s"].values()),
                          wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")))
                 s["ok"] = s["class"] == shape and s["components"] == 1 and s["genus_ok"]
                 rows.append(s)
+                results.write_text(json.dumps(rows, indent=1))  # after every prompt: a stopped run keeps its rows
                 print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['delta_e']:5.1f} {s['components']:4} "
                       f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}", flush=True)
-    scored = [r for r in rows if "iou" in r]
-    correct = sum(r["ok"] for r in rows)
-    if scored:
-        print(f"fidelity: {correct}/{len(rows)} correct, mean IoU {statistics.mean(r['iou'] for r in scored):.3f}, "
-              f"worst IoU {min(r['iou'] for r in scored):.3f}, mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
-              f"median time {statistics.median(r['time'] for r in scored):.0f} s, "
-              f"max peak {max(r['peak'] for r in scored):.0f} MiB")
+    results.write_text(json.dumps(rows, indent=1))
+    print(summary(rows))
     contact_sheet(rows, args.out / "contact.png")
     print(f"contact sheet: {args.out / 'contact.png'}")
 

@@ -63,8 +63,11 @@ class GuidanceConfig:
     """Largest diffusion time sampled at step 0."""
     t_max_end: float = 0.5
     """Largest diffusion time once annealing is over (equal to t_max: no annealing)."""
+    t_min_start: float | None = None
+    """Smallest diffusion time at step 0, falling linearly to t_min over the same window as t_max (None: t_min
+    throughout). High early means only noisy, coarse-shape steps at first; low-noise steps that sharpen come later."""
     anneal_fraction: float = 0.5
-    """Fraction of the run over which t_max falls linearly from t_max to t_max_end."""
+    """Fraction of the run over which t_max falls linearly from t_max to t_max_end (and t_min_start to t_min)."""
     weighting: Literal["one_minus_alpha_bar", "uniform", "sqrt_one_minus_over_alpha_bar"] = "one_minus_alpha_bar"
     """w(t): 1 - alpha_bar (DreamFusion), 1, or sqrt((1 - alpha_bar) / alpha_bar)."""
     grad_clip: float | None = None
@@ -102,6 +105,9 @@ class FieldConfig:
     bound: float = 1.0
     grid_resolution: int = 48
     """Voxels per axis of the dense grid."""
+    coarse_resolutions: tuple[int, ...] = ()
+    """Coarser dense grids summed with the fine one (e.g. [12, 24]): one coarse voxel moves a whole region,
+    so SDS can reshape the start blob globally instead of carving it voxel by voxel."""
     hash_levels: int = 12
     hash_features_per_level: int = 2
     hash_log2_table_size: int = 15
@@ -374,6 +380,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(g.guidance_scale > 0, "guidance.guidance_scale", f"must be > 0, got {g.guidance_scale}")
     _check(0 <= g.t_min < g.t_max <= 1, "guidance.t_min", f"need 0 <= t_min < t_max <= 1, got {g.t_min}, {g.t_max}")
     _check(g.t_min < g.t_max_end <= g.t_max, "guidance.t_max_end", "need t_min < t_max_end <= t_max")
+    _check(g.t_min_start is None or g.t_min <= g.t_min_start < g.t_max, "guidance.t_min_start",
+           "need t_min <= t_min_start < t_max")
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
     _check(g.grad_clip is None or g.grad_clip > 0, "guidance.grad_clip", "must be > 0 or null")
     c = cfg.camera
@@ -386,6 +394,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     f = cfg.field
     _check(f.bound > 0, "field.bound", "must be positive")
     _check(4 <= f.grid_resolution <= 512, "field.grid_resolution", "must be in [4, 512]")
+    _check(all(2 <= c < f.grid_resolution for c in f.coarse_resolutions), "field.coarse_resolutions",
+           "each must be in [2, grid_resolution)")
     _check(1 <= f.hash_levels <= 32, "field.hash_levels", "must be in [1, 32]")
     _check(10 <= f.hash_log2_table_size <= 24, "field.hash_log2_table_size", "must be in [10, 24]")
     _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")

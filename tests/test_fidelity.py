@@ -11,7 +11,7 @@ import torch
 import trimesh
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from fidelity import run_prompt, score_mesh  # noqa: E402
+from fidelity import contact_sheet, render_mesh, run_prompt, score_mesh  # noqa: E402
 
 from sds.prior.world import COLORS, sdf  # noqa: E402
 
@@ -38,6 +38,23 @@ def test_scorer_on_ground_truth(shape, color, tmp_path):
 def test_scorer_rejects_wrong_shape_and_colour(tmp_path):
     s = score_mesh(_true_mesh("sphere", "red", tmp_path / "m.ply"), "torus", "blue")
     assert s["class"] == "sphere" and s["iou"] < 0.6 and s["delta_e"] > 50 and not s["genus_ok"]
+
+
+def test_contact_sheet_shows_the_mesh_and_keeps_failures(tmp_path):
+    import imageio.v3 as iio
+
+    run = tmp_path / "run"
+    (run / "result").mkdir(parents=True)
+    mesh_path = _true_mesh("cube", "blue", run / "result" / "model.ply")
+    image = render_mesh(trimesh.load(mesh_path, force="mesh", process=False), size=64)
+    centre, corner = image[32, 32].astype(int), image[0, 0]
+    assert centre[2] > centre[0] + 60 and centre[2] > centre[1] + 60  # the blue cube is in the middle
+    assert (corner == 255).all()  # white around it
+    rows = [dict(score_mesh(mesh_path, "cube", "blue"), prompt="a blue cube", seed=0, run=str(run), ok=True),
+            {"prompt": "a red cone", "seed": 1, "ok": False, "run": str(tmp_path / "missing")}]
+    contact_sheet(rows, tmp_path / "contact.png", columns=2)
+    sheet = iio.imread(tmp_path / "contact.png")
+    assert sheet.shape[1] == 2 * 2 * 128  # two tiles per row, each NeRF render + mesh render
 
 
 @pytest.mark.slow

@@ -76,6 +76,29 @@ def test_blob_init_is_a_ball():
     assert d[0] > d[1] > d[2] and d[2] < 0.1 and d[3] == 0
 
 
+def test_coarse_grids_add_to_the_fine_grid_and_spread_gradients():
+    from sds.field.nerf import GridField
+
+    field = GridField(FieldConfig(grid_resolution=16, coarse_resolutions=(4,), blob_density=0.0))
+    points = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():
+        field.coarse[0].fill_(0.5)  # a constant coarse grid is a constant offset everywhere
+        field.grid[0, 1] = torch.linspace(-1, 1, 16)[None, None, :]  # albedo logit varies with x
+    raw = field.raw(points)
+    assert torch.allclose(raw[:, 0], torch.full((50,), 0.5), atol=1e-6)
+    assert torch.allclose(raw[:, 1], points[:, 0] + 0.5, atol=1e-5)
+    # A step on one point's gradient moves the field 0.3 away through the coarse grid, not through the fine one.
+    near, far = torch.tensor([[0.1, 0.1, 0.1]]), torch.tensor([[0.4, 0.1, 0.1]])
+    field.raw(near)[:, 0].sum().backward()
+    before = field.raw(far)[:, 0].detach()
+    with torch.no_grad():
+        field.grid -= field.grid.grad
+    assert torch.allclose(field.raw(far)[:, 0], before)
+    with torch.no_grad():
+        field.coarse[0] -= field.coarse[0].grad
+    assert float(before - field.raw(far)[:, 0].detach()) > 0.1
+
+
 def test_hashgrid_field_normals_point_outwards():
     from sds.field.nerf import HashGridField
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import cfg_combine, sample_timesteps, score_distillation, sds_weight, t_max_at
+from sds.guidance.sds import cfg_combine, sample_timesteps, score_distillation, sds_weight, t_max_at, t_min_at
 
 
 def test_cfg_combine_is_uncond_plus_scaled_difference():
@@ -25,13 +25,22 @@ def test_t_max_anneals_linearly_and_stays():
     assert t_max_at(cfg, 99, 100) == pytest.approx(0.5)
 
 
+def test_t_min_anneals_from_its_start_over_the_same_window():
+    cfg = GuidanceConfig(t_min=0.02, t_min_start=0.5, t_max=0.98, t_max_end=0.5, anneal_fraction=0.5)
+    assert t_min_at(cfg, 0, 100) == pytest.approx(0.5)
+    assert t_min_at(cfg, 25, 100) == pytest.approx(0.26)
+    assert t_min_at(cfg, 60, 100) == pytest.approx(0.02)
+    assert t_min_at(GuidanceConfig(t_min=0.1), 0, 100) == pytest.approx(0.1)  # unset: t_min throughout
+
+
 @pytest.mark.parametrize("step", [0, 30, 99])
-def test_timesteps_within_annealed_range(step):
-    cfg = GuidanceConfig(t_min=0.1, t_max=0.9, t_max_end=0.4, anneal_fraction=0.5)
+@pytest.mark.parametrize("t_min_start", [None, 0.6])
+def test_timesteps_within_annealed_range(step, t_min_start):
+    cfg = GuidanceConfig(t_min=0.1, t_min_start=t_min_start, t_max=0.9, t_max_end=0.4, anneal_fraction=0.5)
     t = sample_timesteps(cfg, step, 100, 1000, 4000, torch.Generator().manual_seed(0))
-    hi = t_max_at(cfg, step, 100) * 1000
-    assert t.min() >= 100 and t.max() <= round(hi)
-    assert t.max() >= round(hi) - 5 and t.min() <= 105  # the whole range is used
+    lo, hi = t_min_at(cfg, step, 100) * 1000, t_max_at(cfg, step, 100) * 1000
+    assert t.min() >= round(lo) and t.max() <= round(hi)
+    assert t.max() >= round(hi) - 5 and t.min() <= round(lo) + 5  # the whole range is used
 
 
 def test_weightings():

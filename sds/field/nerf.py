@@ -67,14 +67,20 @@ class GridField(NeRFField):
         super().__init__(cfg)
         r = cfg.grid_resolution
         self.grid = nn.Parameter(torch.zeros(1, 4, r, r, r))
+        self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in cfg.coarse_resolutions])
+
+    def full_grid(self) -> torch.Tensor:
+        """The fine grid plus every coarse grid upsampled onto it (one grid_sample per query, not one per level)."""
+        size = self.grid.shape[2:]
+        return sum((F.interpolate(g, size=size, mode="trilinear", align_corners=True) for g in self.coarse), self.grid)
 
     def raw(self, points: torch.Tensor) -> torch.Tensor:
         coords = (points / self.bound).view(1, -1, 1, 1, 3)
-        out = F.grid_sample(self.grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        out = F.grid_sample(self.full_grid(), coords, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(4, -1).T
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
-        return [{"params": [self.grid], "lr": cfg.lr_grid, "name": "grid"}]
+        return [{"params": [self.grid, *self.coarse], "lr": cfg.lr_grid, "name": "grid"}]
 
 
 class HashGridField(NeRFField):

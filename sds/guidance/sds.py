@@ -37,18 +37,29 @@ def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor,
     return cfg_combine(eps_uncond, eps_cond, scale)
 
 
-def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
+def _annealed(start: float, end: float, cfg: GuidanceConfig, step: int, total_steps: int) -> float:
+    """Linear from start to end over the first anneal_fraction of the run, then end."""
     anneal_steps = cfg.anneal_fraction * total_steps
     if anneal_steps <= 0 or step >= anneal_steps:
-        return cfg.t_max_end
-    return cfg.t_max + (cfg.t_max_end - cfg.t_max) * step / anneal_steps
+        return end
+    return start + (end - start) * step / anneal_steps
+
+
+def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
+    """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
+    return _annealed(cfg.t_max, cfg.t_max_end, cfg, step, total_steps)
+
+
+def t_min_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
+    """t_min falls linearly from cfg.t_min_start (when set) to cfg.t_min over the same window."""
+    start = cfg.t_min if cfg.t_min_start is None else cfg.t_min_start
+    return _annealed(start, cfg.t_min, cfg, step, total_steps)
 
 
 def sample_timesteps(cfg: GuidanceConfig, step: int, total_steps: int, num_train_timesteps: int, batch: int,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B] integer timesteps uniform in [t_min, t_max(step)] * num_train_timesteps."""
-    lo = int(round(cfg.t_min * num_train_timesteps))
+    """[B] integer timesteps uniform in [t_min(step), t_max(step)] * num_train_timesteps."""
+    lo = int(round(t_min_at(cfg, step, total_steps) * num_train_timesteps))
     hi = max(lo + 1, int(round(t_max_at(cfg, step, total_steps) * num_train_timesteps)))
     hi = min(hi, num_train_timesteps - 1)
     lo = min(lo, hi)
