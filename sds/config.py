@@ -63,7 +63,7 @@ class GuidanceConfig:
     """Largest diffusion time sampled at step 0."""
     t_max_end: float = 0.5
     """Largest diffusion time once annealing is over (equal to t_max: no annealing)."""
-    t_min_start: float | None = None
+    t_min_start: float | None = 0.3
     """Smallest diffusion time at step 0, falling linearly to t_min over the same window as t_max (None: t_min
     throughout). High early means only noisy, coarse-shape steps at first; low-noise steps that sharpen come later."""
     anneal_fraction: float = 0.5
@@ -105,8 +105,8 @@ class FieldConfig:
     bound: float = 1.0
     grid_resolution: int = 48
     """Voxels per axis of the dense grid."""
-    coarse_resolutions: tuple[int, ...] = ()
-    """Coarser dense grids summed with the fine one (e.g. [12, 24]): one coarse voxel moves a whole region,
+    coarse_resolutions: tuple[int, ...] = (8, 16)
+    """Coarser dense grids summed with the fine one (grid kind only): one coarse voxel moves a whole region,
     so SDS can reshape the start blob globally instead of carving it voxel by voxel."""
     hash_levels: int = 12
     hash_features_per_level: int = 2
@@ -116,9 +116,10 @@ class FieldConfig:
     hidden_dim: int = 32
     """Width of the MLP heads (hashgrid)."""
     density_activation: Literal["softplus", "exp"] = "softplus"
-    blob_density: float = 10.0
-    """Density added at the centre, falling linearly to 0 at blob_radius: the run starts from a ball."""
-    blob_radius: float = 0.5
+    blob_density: float = 2.0
+    """Density logit added at the centre, falling linearly to 0 at blob_radius (and below 0 beyond it). The
+    default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole)."""
+    blob_radius: float = 0.7
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
 
@@ -147,7 +148,7 @@ class RenderConfig:
 class OptimConfig:
     """Adam learning rates per parameter group."""
 
-    lr_grid: float = 0.05
+    lr_grid: float = 0.1
     """Grid / hash-table features."""
     lr_mlp: float = 0.005
     lr_background: float = 0.005
@@ -162,7 +163,7 @@ class RegularizerConfig:
     """Penalise normals facing away from the camera (DreamFusion's orientation loss)."""
     opacity_sparsity: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Mean opacity: discourages haze."""
-    opacity_entropy: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    opacity_entropy: Ramp = dataclasses.field(default_factory=lambda: Ramp(0.0, 1000.0, 50, 150))
     """Binary entropy of opacity: pushes pixels to fully opaque or empty."""
 
 
@@ -199,7 +200,7 @@ class RunConfig:
 
     prompt: str = ""
     seed: int = 0
-    steps: int = 600
+    steps: int = 300
     output_dir: str = "outputs"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 100
