@@ -57,6 +57,19 @@ def test_contact_sheet_shows_the_mesh_and_keeps_failures(tmp_path):
     assert sheet.shape[1] == 2 * 2 * 128  # two tiles per row, each NeRF render + mesh render
 
 
+def test_cfg_benchmark_measures_agreement_and_chroma(tmp_path):
+    from cfg_scale import chroma, mesh_agreement
+
+    cube = trimesh.load(_true_mesh("cube", "red", tmp_path / "cube.ply"), force="mesh")
+    turned = cube.copy()
+    turned.apply_transform(trimesh.transformations.rotation_matrix(np.radians(30), [0, 1, 0]))
+    turned.apply_scale(1.7)  # size and a turn about +Y do not count as a difference between seeds
+    torus = trimesh.load(_true_mesh("torus", "red", tmp_path / "torus.ply"), force="mesh")
+    assert mesh_agreement(cube, turned) > 0.9
+    assert mesh_agreement(cube, torus) < 0.5
+    assert chroma([0.5, 0.5, 0.5]) < 1 and chroma(COLORS["blue"]) > 60
+
+
 @pytest.mark.slow
 def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
     run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
