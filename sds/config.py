@@ -107,7 +107,8 @@ class FieldConfig:
     """Voxels per axis of the dense grid."""
     coarse_resolutions: tuple[int, ...] = (8, 16)
     """Coarser dense grids summed with the fine one (grid kind only): one coarse voxel moves a whole region,
-    so SDS can reshape the start blob globally instead of carving it voxel by voxel."""
+    so SDS can reshape the start blob globally instead of carving it voxel by voxel. Levels not coarser than
+    grid_resolution add nothing and are left out (the log says so)."""
     hash_levels: int = 12
     hash_features_per_level: int = 2
     hash_log2_table_size: int = 15
@@ -395,8 +396,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     f = cfg.field
     _check(f.bound > 0, "field.bound", "must be positive")
     _check(4 <= f.grid_resolution <= 512, "field.grid_resolution", "must be in [4, 512]")
-    _check(all(2 <= c < f.grid_resolution for c in f.coarse_resolutions), "field.coarse_resolutions",
-           "each must be in [2, grid_resolution)")
+    _check(all(c >= 2 for c in f.coarse_resolutions), "field.coarse_resolutions", "each must be >= 2")
     _check(1 <= f.hash_levels <= 32, "field.hash_levels", "must be in [1, 32]")
     _check(10 <= f.hash_log2_table_size <= 24, "field.hash_log2_table_size", "must be in [10, 24]")
     _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")

@@ -29,7 +29,7 @@ def test_overrides_win_and_aliases_work():
     ("guidance.guidance_scale=0", "guidance.guidance_scale", "> 0"),
     ("guidance.t_min=0.99", "guidance.t_min", "t_min < t_max"),
     ("guidance.t_min_start=0.99", "guidance.t_min_start", "t_min_start < t_max"),
-    ("field.coarse_resolutions=[8, 64]", "field.coarse_resolutions", "grid_resolution"),
+    ("field.coarse_resolutions=[1, 8]", "field.coarse_resolutions", ">= 2"),
     ("guidance.weighting=cubic", "guidance.weighting", "one of"),
     ("render.samples_per_ray=true", "render.samples_per_ray", "integer"),
     ("camera.radius_range=[3, 2]", "camera.radius_range", "low <= high"),

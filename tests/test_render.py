@@ -99,6 +99,13 @@ def test_coarse_grids_add_to_the_fine_grid_and_spread_gradients():
     assert float(before - field.raw(far)[:, 0].detach()) > 0.1
 
 
+def test_coarse_levels_not_coarser_than_the_grid_are_left_out():
+    from sds.field.nerf import GridField
+
+    field = GridField(FieldConfig(grid_resolution=12, coarse_resolutions=(8, 16)))
+    assert [g.shape[-1] for g in field.coarse] == [8]
+
+
 def test_hashgrid_field_normals_point_outwards():
     from sds.field.nerf import HashGridField
 

@@ -30,7 +30,7 @@ def test_t_min_anneals_from_its_start_over_the_same_window():
     assert t_min_at(cfg, 0, 100) == pytest.approx(0.5)
     assert t_min_at(cfg, 25, 100) == pytest.approx(0.26)
     assert t_min_at(cfg, 60, 100) == pytest.approx(0.02)
-    assert t_min_at(GuidanceConfig(t_min=0.1), 0, 100) == pytest.approx(0.1)  # unset: t_min throughout
+    assert t_min_at(GuidanceConfig(t_min=0.1, t_min_start=None), 0, 100) == pytest.approx(0.1)  # unset: t_min throughout
 
 
 @pytest.mark.parametrize("step", [0, 30, 99])

@@ -7,12 +7,16 @@ Two kinds behind one interface (``query`` / ``density`` / ``albedo`` / ``param_g
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from sds.config import FieldConfig, OptimConfig
 from sds.field.encoding import HashGridEncoding
+
+log = logging.getLogger(__name__)
 
 
 class NeRFField(nn.Module):
@@ -67,7 +71,11 @@ class GridField(NeRFField):
         super().__init__(cfg)
         r = cfg.grid_resolution
         self.grid = nn.Parameter(torch.zeros(1, 4, r, r, r))
-        self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in cfg.coarse_resolutions])
+        levels = [c for c in cfg.coarse_resolutions if c < r]
+        if len(levels) < len(cfg.coarse_resolutions):
+            log.info("coarse grid levels %s are not coarser than grid_resolution %d: left out",
+                     [c for c in cfg.coarse_resolutions if c >= r], r)
+        self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in levels])
 
     def full_grid(self) -> torch.Tensor:
         """The fine grid plus every coarse grid upsampled onto it (one grid_sample per query, not one per level)."""
