@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-
 from fidelity import ROTATIONS_DEG, _grid_points, iou, mesh_occupancy, run_prompt, score_mesh, srgb_to_lab
+
 from sds.prior.world import COLORS
 
 
