@@ -135,7 +135,7 @@ def render_mesh(mesh, size: int = 128) -> np.ndarray:
     mesh.apply_scale(1.0 / max(float((hi - lo).max()), 1e-9))  # a centred unit box, as the exporter writes
     cams = preview_cameras(1.0, 4)
     origins, dirs = (t[0].reshape(-1, 3).numpy().astype(np.float64) for t in camera_rays(cams, size, size))
-    hits, rays, faces = mesh.ray.intersects_location(origins, dirs, multiple_hits=False)
+    _, rays, faces = mesh.ray.intersects_location(origins, dirs, multiple_hits=False)
     image = np.ones((size * size, 3))
     if len(rays):
         colors = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
@@ -209,6 +209,11 @@ def main() -> None:
         print(f"contact sheet: {args.out / 'contact.png'}")
         return
     rows = []
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        results.write_text(json.dumps(rows, indent=1))  # after every prompt: a stopped run keeps its rows
+
     print(f"{'prompt':22} seed  class     IoU   dE    comp genus  time_s  peak_MiB", flush=True)
     # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
     for color in args.colors.split(","):
@@ -217,20 +222,18 @@ def main() -> None:
                 prompt = f"a {color} {shape}"
                 started = time.time()
                 run = run_prompt(prompt, seed, args.out, args.overrides)
-                glb = run / "result" / "model.ply" if run else None
-                if glb is None or not glb.exists():
-                    rows.append({"prompt": prompt, "seed": seed, "ok": False, "run": str(run or args.out)})
+                mesh_path = run / "result" / "model.ply" if run else None
+                if mesh_path is None or not mesh_path.exists():
+                    record({"prompt": prompt, "seed": seed, "ok": False, "run": str(run or args.out)})
                     continue
-                s = score_mesh(glb, shape, color)
+                s = score_mesh(mesh_path, shape, color)
                 info = json.loads((run / "run.json").read_text())
                 s.update(prompt=prompt, seed=seed, run=str(run), time=sum(info["timings_s"].values()),
                          wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")))
                 s["ok"] = s["class"] == shape and s["components"] == 1 and s["genus_ok"]
-                rows.append(s)
-                results.write_text(json.dumps(rows, indent=1))  # after every prompt: a stopped run keeps its rows
+                record(s)
                 print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['delta_e']:5.1f} {s['components']:4} "
                       f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}", flush=True)
-    results.write_text(json.dumps(rows, indent=1))
     print(summary(rows))
     contact_sheet(rows, args.out / "contact.png")
     print(f"contact sheet: {args.out / 'contact.png'}")

@@ -74,7 +74,7 @@ def test_cfg_benchmark_measures_agreement_and_chroma(tmp_path):
 def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
     run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
     s = score_mesh(run / "result" / "model.ply", "sphere", "red")
-    # 150 steps is a quarter of a default run: the shape is there, the albedo is still settling, so the
+    # 150 steps is half a default run: the shape is there, the albedo is still settling, so the
     # colour check is the nearest palette colour rather than a dE bound.
     assert s["class"] == "sphere" and s["iou"] > 0.7 and s["components"] == 1
     assert s["color_class"] == "red", s["mean_rgb"]
