@@ -116,11 +116,15 @@ class FieldConfig:
     hash_max_resolution: int = 128
     hidden_dim: int = 32
     """Width of the MLP heads (hashgrid)."""
-    density_activation: Literal["softplus", "exp"] = "softplus"
-    blob_density: float = 2.0
+    density_activation: Literal["softplus", "exp"] = "exp"
+    """exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
+    softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
+    washed out to the prior, which then over-saturates the albedo to compensate (docs/tuning.md, sweep 4)."""
+    blob_density: float = 0.75
     """Density logit added at the centre, falling linearly to 0 at blob_radius (and below 0 beyond it). The
-    default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole)."""
-    blob_radius: float = 0.7
+    default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole):
+    with exp, density 2.1 at the centre, 1 at r = 0.47, 0.4 at r = 1."""
+    blob_radius: float = 0.47
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
 
@@ -149,8 +153,8 @@ class RenderConfig:
 class OptimConfig:
     """Adam learning rates per parameter group."""
 
-    lr_grid: float = 0.1
-    """Grid / hash-table features."""
+    lr_grid: float = 0.03
+    """Grid / hash-table features (0.03: with exp density, 0.1 leaves a noisy, foamy field)."""
     lr_mlp: float = 0.005
     lr_background: float = 0.005
     grad_clip_norm: float | None = None
@@ -181,6 +185,12 @@ class ExportConfig:
     min_component_fraction: float = 0.05
     """Drop connected components with fewer faces than this fraction of the largest (floaters)."""
     fill_holes: bool = True
+    fill_hidden: bool = True
+    """Before marching cubes, fill empty space that no axis-aligned line of sight from outside reaches
+    (enclosed pockets, tunnels through the interior): never seen, it only adds inner shells and handles."""
+    blur_voxels: float = 1.0
+    """Gaussian blur (sigma, in voxels of `resolution`) of the density grid before the iso-level and marching
+    cubes: voxel-scale noise would otherwise become handles (0: none)."""
     smooth_iterations: int = 0
     max_faces: int = 20000
     """Decimate to at most this many faces (0: keep all)."""
@@ -423,6 +433,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(bool(e.formats) and set(e.formats) <= {"glb", "obj", "ply"}, "export.formats",
            f"choose from glb, obj, ply; got {list(e.formats)}")
     _check(0 <= e.min_component_fraction < 1, "export.min_component_fraction", "must be in [0, 1)")
+    _check(0 <= e.blur_voxels <= 8, "export.blur_voxels", "must be in [0, 8]")
     _check(e.max_faces >= 0 and e.smooth_iterations >= 0, "export.max_faces", "must be >= 0")
     _check(16 <= e.texture_size <= 8192, "export.texture_size", "must be in [16, 8192]")
     _check(e.video_frames > 0 and e.video_resolution >= 16, "export.video_frames", "must be positive")

@@ -20,7 +20,7 @@ from sds.export.grid import sample_density_grid
 from sds.export.interfaces import DensityAlbedoField, ExportOutput, RenderFn
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
-from sds.export.surface import clean_mesh, extract_surface
+from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
 from sds.export.texture import TexturedMesh, bake_texture
 from sds.export.writers import write_glb, write_obj, write_ply
 
@@ -61,12 +61,15 @@ def export_result(
         grid = sample_density_grid(
             field.density, bound, cfg.resolution, cfg.chunk_size, show_progress, device
         )
+        grid = blur(grid, cfg.blur_voxels)
     with _timed(timings, "threshold"):
         if cfg.threshold is None:
             level, iou = auto_iso_level(grid, bound, render_fn, cfg.chunk_size)
         else:
             level, iou = float(cfg.threshold), None
     with _timed(timings, "marching_cubes"):
+        if cfg.fill_hidden:
+            grid = fill_hidden(grid, level)
         vertices, faces = extract_surface(grid, bound, level)
     with _timed(timings, "cleanup"):
         mesh = clean_mesh(

@@ -8,6 +8,7 @@ import fast_simplification
 import numpy as np
 import torch
 import trimesh
+from scipy import ndimage
 from skimage.measure import marching_cubes
 
 from sds.export.grid import grid_spacing
@@ -40,6 +41,40 @@ def extract_surface(grid: torch.Tensor, bound: float, level: float) -> tuple[np.
     vertices = vertices.astype(np.float64) - (bound + h)
     # skimage winds faces for a field that *increases* outwards; density decreases outwards, so flip.
     return vertices, faces[:, ::-1].astype(np.int64)
+
+
+def hidden_empty_space(occupied: torch.Tensor) -> torch.Tensor:
+    """[R, R, R] bool: empty voxels that every one of the six axis-aligned lines to the border crosses occupied space on."""
+    hidden = ~occupied
+    for axis in range(3):
+        for flip in (False, True):
+            occ = occupied.flip(axis) if flip else occupied
+            blocked = torch.cummax(occ.to(torch.uint8), axis).values.bool()  # an occupied voxel lies before it
+            hidden &= blocked.flip(axis) if flip else blocked
+    return hidden
+
+
+def fill_hidden(grid: torch.Tensor, level: float) -> torch.Tensor:
+    """Raise every empty voxel (below ``level``) that no axis-aligned line of sight from outside reaches.
+
+    Such space is never seen, yet marching cubes gives it surfaces: enclosed pockets become inner shells and
+    the foam inside a crisp, noisy NeRF becomes hundreds of handles. Concavities seen along an axis (a
+    torus's hole, a cup's inside) are kept; a crevice seen only obliquely is filled. The occupied set is
+    the iso-level's, i.e. opaque in the sense the level was chosen (silhouettes). Returns a new grid, or
+    the input when nothing is hidden.
+    """
+    hidden = hidden_empty_space(grid >= level)
+    if not hidden.any():
+        return grid
+    logger.info("clean-up: filled %d hidden empty voxels (cavities, tunnels behind the surface)", int(hidden.sum()))
+    return torch.where(hidden, torch.full_like(grid, 2 * level), grid)
+
+
+def blur(grid: torch.Tensor, sigma_voxels: float) -> torch.Tensor:
+    """Gaussian blur of a density grid (sigma in voxels; 0: unchanged): voxel-scale noise would become handles."""
+    if sigma_voxels <= 0:
+        return grid
+    return torch.from_numpy(ndimage.gaussian_filter(grid.detach().cpu().numpy(), sigma_voxels)).to(grid)
 
 
 def drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:

@@ -134,3 +134,71 @@ def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config):
     assert max(n for n, _ in seen) <= 10_000
     assert sum(n for n, _ in seen) == 48**3
     assert not any(grad for _, grad in seen)
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_enclosed_cavity_is_filled(tmp_path, fakes, make_config, fill):
+    # A ball of radius 0.5 with an empty pocket of radius 0.25 inside: the pocket is never seen, and
+    # without filling it marching cubes gives a second, inner shell.
+    shell = lambda p: torch.maximum(fakes.sphere_sdf(0.5)(p), -fakes.sphere_sdf(0.25)(p))  # noqa: E731
+    cfg = make_config(formats=("ply",), resolution=64, fill_hidden=fill)
+    out = export_result(fakes.SdfField(shell), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
+                        show_progress=False)
+    mesh = load_merged(out.files["ply"])
+    parts = mesh.split(only_watertight=False)
+    if fill:
+        assert len(parts) == 1 and mesh.is_watertight and mesh.euler_number == 2  # one solid ball, genus 0
+        assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)
+    else:
+        assert len(parts) == 2
+        assert np.linalg.norm(mesh.vertices, axis=1).min() < 0.27  # the inner shell is there
+
+
+def _box_at(fakes, center, half):
+    c = torch.tensor(center)
+    return lambda p: fakes.box_sdf(half)(p - c)
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_hidden_tunnel_is_filled_and_visible_hole_kept(tmp_path, fakes, make_config, fill):
+    # A U-shaped tunnel in a ball: two straight legs enter from +x (seen along x) and meet through a
+    # leg along y deep inside (seen from nowhere). Filled, the handle is gone (genus 0, two dents);
+    # left alone it is a handle (genus 1).
+    tunnel = fakes.union_sdf(_box_at(fakes, (0.35, 0.2, 0.0), (0.25, 0.08, 0.08)),
+                             _box_at(fakes, (0.35, -0.2, 0.0), (0.25, 0.08, 0.08)),
+                             _box_at(fakes, (0.1, 0.0, 0.0), (0.08, 0.28, 0.08)))
+    ball = lambda p: torch.maximum(fakes.sphere_sdf(0.5)(p), -tunnel(p))  # noqa: E731
+    cfg = make_config(formats=("ply",), resolution=64, fill_hidden=fill)
+    out = export_result(fakes.SdfField(ball), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
+                        show_progress=False)
+    mesh = load_merged(out.files["ply"])
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight
+    assert mesh.euler_number == (2 if fill else 0)
+    # The legs seen from outside stay open either way: no surface fills the mouth of a leg.
+    mouth = np.abs(mesh.vertices - [0.5, 0.2, 0.0]).max(1) < 0.05
+    assert not mouth.any()
+
+
+def test_torus_hole_is_kept_by_the_hidden_fill(tmp_path, fakes, make_config):
+    def torus(p):
+        ring = (p[..., 0] ** 2 + p[..., 2] ** 2).sqrt() - 0.4
+        return (ring**2 + p[..., 1] ** 2).sqrt() - 0.15
+
+    cfg = make_config(formats=("ply",), resolution=64)
+    assert cfg.fill_hidden
+    out = export_result(fakes.SdfField(torus), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
+                        show_progress=False)
+    mesh = load_merged(out.files["ply"])
+    assert mesh.is_watertight and mesh.euler_number == 0  # genus 1
+
+
+def test_blur_removes_voxel_noise_handles():
+    from sds.export.surface import blur
+
+    gen = torch.Generator().manual_seed(0)
+    noisy = torch.rand(32, 32, 32, generator=gen)
+    smooth = blur(noisy, 1.0)
+    assert smooth.shape == noisy.shape and smooth.dtype == noisy.dtype
+    assert smooth.std() < 0.5 * noisy.std()  # independent voxel noise falls by far more than half
+    assert smooth.mean() == pytest.approx(float(noisy.mean()), abs=0.02)
+    assert torch.equal(blur(noisy, 0.0), noisy)
