@@ -113,3 +113,39 @@ def test_hashgrid_field_normals_point_outwards():
     points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0]])
     n = field.normals(points)
     assert torch.allclose(n, points / points.norm(dim=-1, keepdim=True), atol=0.05)
+
+
+def test_crisp_grid_sphere_renders_like_the_prior_data():
+    # The NeRF renderer (default field, cameras and light as in SDS) against the prior's own sphere tracer on
+    # the true red sphere: a crisp surface must look the same to the prior, colour included, or SDS bends the
+    # albedo to make up the difference (docs/tuning.md, sweep 4).
+    import torch.nn.functional as F
+
+    from sds.cameras import sample_orbit_cameras
+    from sds.config import RunConfig
+    from sds.field.shading import sample_light_positions
+    from sds.prior.data import DataConfig, render_primitive
+    from sds.prior.world import COLORS, sdf
+    from sds.train import make_trainer
+
+    cfg = RunConfig(prompt="a red sphere")
+    trainer = make_trainer(cfg, torch.device("cpu"))
+    field, r = trainer.field, cfg.field.grid_resolution
+    axis = torch.linspace(-field.bound, field.bound, r)
+    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")  # grid_sample order: x -> W, y -> H, z -> D
+    points = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+    red = torch.tensor(COLORS["red"])
+    with torch.no_grad():  # density e^7 ~ 1100 inside, ~0 outside; blob cancelled; true albedo
+        field.grid[0, 0] = ((-sdf("sphere", points) / 0.005).clamp(-10, 7) - field.blob(points)).reshape(r, r, r)
+        field.grid[0, 1:] = torch.logit(red)[:, None, None, None]
+    data, n = DataConfig(), 12
+    truth, _ = render_primitive("sphere", red.expand(n, 3), data, torch.Generator().manual_seed(0), n)
+    gen = torch.Generator().manual_seed(0)  # the same draws as render_primitive's: same cameras and lights
+    cams = sample_orbit_cameras(n, data.radius_range, data.elevation_range_deg, data.fov_range_deg, gen)
+    light = sample_light_positions(cams, data.light_jitter_deg, gen)
+    with torch.no_grad():
+        out = trainer.renderer.render(cams, 32, 32, light, "lambertian").rgb.permute(0, 3, 1, 2)
+    inside = (F.avg_pool2d(truth, 3, 1, 1) < 0.97).any(1)  # object pixels away from the silhouette
+    for c in range(3):
+        assert out[:, c][inside].mean() == pytest.approx(float(truth[:, c][inside].mean()), abs=0.02)
+    assert (out - truth).abs().mean() < 0.02
