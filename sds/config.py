@@ -127,6 +127,10 @@ class FieldConfig:
     blob_radius: float = 0.47
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
+    init_noise: float = 0.0
+    """Std of Gaussian noise added to the coarsest grid's density logits at the start (grid kind; drawn from the
+    run's seed). It breaks the start fog's rotational symmetry, so SDS can settle on one orientation for a shape
+    that has one (a cube) instead of averaging all of them into a round one."""
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")
     _check(f.hidden_dim > 0, "field.hidden_dim", "must be positive")
     _check(f.blob_radius > 0 and f.blob_density >= 0, "field.blob_radius", "blob radius > 0, blob density >= 0")
+    _check(0 <= f.init_noise <= 10, "field.init_noise", "must be in [0, 10]")
     _check(f.normal_eps > 0, "field.normal_eps", "must be positive")
     r = cfg.render
     _check(8 <= r.resolution <= 1024, "render.resolution", "must be in [8, 1024]")

@@ -149,3 +149,22 @@ def test_crisp_grid_sphere_renders_like_the_prior_data():
     for c in range(3):
         assert out[:, c][inside].mean() == pytest.approx(float(truth[:, c][inside].mean()), abs=0.02)
     assert (out - truth).abs().mean() < 0.02
+
+
+def test_init_noise_perturbs_only_the_coarsest_density_and_follows_the_seed():
+    from sds.field.nerf import GridField
+
+    def field(noise: float, seed: int) -> GridField:
+        torch.manual_seed(seed)
+        return GridField(FieldConfig(grid_resolution=24, coarse_resolutions=(16, 8), init_noise=noise))
+
+    quiet, a, b, c = field(0.0, 0), field(1.0, 0), field(1.0, 0), field(1.0, 1)
+    coarsest = [g.shape[-1] for g in a.coarse].index(8)
+    noise = a.coarse[coarsest][0, 0].detach()
+    assert float(noise.std()) == pytest.approx(1.0, rel=0.15)  # 512 draws
+    assert torch.equal(noise, b.coarse[coarsest][0, 0]) and not torch.equal(noise, c.coarse[coarsest][0, 0])
+    assert a.coarse[coarsest][0, 1:].abs().max() == 0  # albedo untouched
+    for g_quiet, g_noisy in zip([quiet.grid, *quiet.coarse], [a.grid, *a.coarse]):
+        if g_noisy is not a.coarse[coarsest]:
+            assert torch.equal(g_quiet, g_noisy)  # the fine grid and the other coarse level stay zero
+    assert all(g.abs().max() == 0 for g in [quiet.grid, *quiet.coarse])

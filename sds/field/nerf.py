@@ -76,6 +76,10 @@ class GridField(NeRFField):
             log.info("coarse grid levels %s are not coarser than grid_resolution %d: left out",
                      [c for c in cfg.coarse_resolutions if c >= r], r)
         self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in levels])
+        if cfg.init_noise > 0:  # from torch's global generator, which make_trainer seeds with the run seed
+            coarsest = min(self.coarse, key=lambda g: g.shape[-1]) if levels else self.grid
+            with torch.no_grad():
+                coarsest[:, 0].add_(cfg.init_noise * torch.randn_like(coarsest[:, 0]))
 
     def full_grid(self) -> torch.Tensor:
         """The fine grid plus every coarse grid upsampled onto it (one grid_sample per query, not one per level)."""
