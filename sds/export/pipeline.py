@@ -67,9 +67,10 @@ def export_result(
             level, iou = auto_iso_level(grid, bound, render_fn, cfg.chunk_size)
         else:
             level, iou = float(cfg.threshold), None
-    with _timed(timings, "marching_cubes"):
-        if cfg.fill_hidden:
+    if cfg.fill_hidden:
+        with _timed(timings, "fill_hidden"):
             grid = fill_hidden(grid, level)
+    with _timed(timings, "marching_cubes"):
         vertices, faces = extract_surface(grid, bound, level)
     with _timed(timings, "cleanup"):
         mesh = clean_mesh(

@@ -50,11 +50,11 @@ def sphere_sdf(radius: float, center: tuple[float, float, float] = (0.0, 0.0, 0.
     return lambda p: _length(p - c) - radius
 
 
-def box_sdf(half: tuple[float, float, float]):
-    h = torch.tensor(half)
+def box_sdf(half: tuple[float, float, float], center: tuple[float, float, float] = (0.0, 0.0, 0.0)):
+    h, c = torch.tensor(half), torch.tensor(center)
 
     def sdf(p: torch.Tensor) -> torch.Tensor:
-        q = p.abs() - h
+        q = (p - c).abs() - h
         return _length(q.clamp(min=0)) + q.amax(-1).clamp(max=0)
 
     return sdf

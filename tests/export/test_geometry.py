@@ -154,19 +154,14 @@ def test_enclosed_cavity_is_filled(tmp_path, fakes, make_config, fill):
         assert np.linalg.norm(mesh.vertices, axis=1).min() < 0.27  # the inner shell is there
 
 
-def _box_at(fakes, center, half):
-    c = torch.tensor(center)
-    return lambda p: fakes.box_sdf(half)(p - c)
-
-
 @pytest.mark.parametrize("fill", [True, False])
 def test_hidden_tunnel_is_filled_and_visible_hole_kept(tmp_path, fakes, make_config, fill):
     # A U-shaped tunnel in a ball: two straight legs enter from +x (seen along x) and meet through a
     # leg along y deep inside (seen from nowhere). Filled, the handle is gone (genus 0, two dents);
     # left alone it is a handle (genus 1).
-    tunnel = fakes.union_sdf(_box_at(fakes, (0.35, 0.2, 0.0), (0.25, 0.08, 0.08)),
-                             _box_at(fakes, (0.35, -0.2, 0.0), (0.25, 0.08, 0.08)),
-                             _box_at(fakes, (0.1, 0.0, 0.0), (0.08, 0.28, 0.08)))
+    tunnel = fakes.union_sdf(fakes.box_sdf((0.25, 0.08, 0.08), center=(0.35, 0.2, 0.0)),
+                             fakes.box_sdf((0.25, 0.08, 0.08), center=(0.35, -0.2, 0.0)),
+                             fakes.box_sdf((0.08, 0.28, 0.08), center=(0.1, 0.0, 0.0)))
     ball = lambda p: torch.maximum(fakes.sphere_sdf(0.5)(p), -tunnel(p))  # noqa: E731
     cfg = make_config(formats=("ply",), resolution=64, fill_hidden=fill)
     out = export_result(fakes.SdfField(ball), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
