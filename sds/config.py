@@ -174,6 +174,9 @@ class RegularizerConfig:
     """Mean opacity: discourages haze."""
     opacity_entropy: Ramp = dataclasses.field(default_factory=lambda: Ramp(0.0, 1000.0, 50, 150))
     """Binary entropy of opacity: pushes pixels to fully opaque or empty."""
+    density_tv: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Total variation of the grid's density logits (grid field only): mean squared difference between
+    neighbouring voxels. Smooths voxel-scale bumps, which shade as speckle the prior reads as noise."""
 
 
 @dataclass(frozen=True)
@@ -428,10 +431,13 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
-    for name in ("orientation", "opacity_sparsity", "opacity_entropy"):
+    for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv"):
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
         _check(ramp.end_step >= ramp.start_step >= 0, f"reg.{name}", "need 0 <= start_step <= end_step")
+    tv = cfg.reg.density_tv
+    _check(cfg.field.kind == "grid" or max(tv.start, tv.end) == 0, "reg.density_tv",
+           "needs field.kind grid (a hash grid has no voxel neighbours)")
     e = cfg.export
     _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
     _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")

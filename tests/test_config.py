@@ -92,3 +92,9 @@ def test_cli_takes_overrides_on_either_side_of_flags():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "steps: 3" in out.stdout and "seed: 4" in out.stdout
+
+
+def test_density_tv_needs_a_grid_field():
+    with pytest.raises(ConfigError, match="^reg.density_tv: needs field.kind grid"):
+        load_config(None, ["field.kind=hashgrid", "reg.density_tv=1"], prompt="a red cube")
+    assert load_config(None, ["reg.density_tv=1"], prompt="a red cube").reg.density_tv.end == 1

@@ -168,3 +168,19 @@ def test_init_noise_perturbs_only_the_coarsest_density_and_follows_the_seed():
         if g_noisy is not a.coarse[coarsest]:
             assert torch.equal(g_quiet, g_noisy)  # the fine grid and the other coarse level stay zero
     assert all(g.abs().max() == 0 for g in [quiet.grid, *quiet.coarse])
+
+
+def test_density_tv_of_a_linear_ramp_and_of_coarse_levels():
+    from sds.field.nerf import GridField
+
+    field = GridField(FieldConfig(grid_resolution=12, coarse_resolutions=(4,)))
+    with torch.no_grad():
+        field.grid[0, 0] = 0.5 * torch.arange(12.0)[:, None, None]  # a step of 0.5 along one axis
+        field.grid[0, 1:] = torch.randn(3, 12, 12, 12)  # albedo does not count
+    assert float(field.density_tv()) == pytest.approx(0.25 / 3, rel=1e-6)  # mean over the three axes
+    field.density_tv().backward()
+    assert field.coarse[0].grad[0, 0].abs().sum() > 0  # the penalty reaches the coarse level it sums in
+    with torch.no_grad():
+        field.grid.zero_()
+        field.coarse[0].fill_(3.0)
+    assert float(field.density_tv()) == pytest.approx(0.0, abs=1e-10)  # a constant field has none

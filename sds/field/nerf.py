@@ -91,6 +91,11 @@ class GridField(NeRFField):
         out = F.grid_sample(self.full_grid(), coords, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(4, -1).T
 
+    def density_tv(self) -> torch.Tensor:
+        """Mean squared difference of the density logit between neighbouring voxels of the summed grid."""
+        logit = self.full_grid()[0, 0]
+        return sum(torch.diff(logit, dim=d).pow(2).mean() for d in range(3)) / 3
+
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
         return [{"params": [self.grid, *self.coarse], "lr": cfg.lr_grid, "name": "grid"}]
 
