@@ -46,8 +46,8 @@ def test_render_gradient_is_the_sds_pullback(fixture, request):
 
 def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     """For a pixel model at native size x = 2*rgb - 1, so dL/drgb = 2 * w(t)(eps_hat - eps) / B."""
-    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98), "a blue torus",
-                                torch.device("cpu"))
+    cfg = GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98, weighting="one_minus_alpha_bar")
+    guidance, _ = load_guidance(cfg, "a blue torus", torch.device("cpu"))
     rgb = torch.rand(3, 16, 16, 3, requires_grad=True)
     guidance(rgb, [None] * 3, 0, 10, torch.Generator().manual_seed(0)).loss.backward()
     gen = torch.Generator().manual_seed(0)
