@@ -136,3 +136,24 @@ def test_sample_grid(tiny_pixel_model, tmp_path, scheduler, steps):
     image = iio.imread(out_png)
     assert image.shape[1] == 16 * 3 * (512 // 48) and image.shape[0] > image.shape[1] // 3  # 3 tiles + caption
     assert scheduler in out.stderr
+
+
+def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, tmp_path):
+    from sds.guidance.sds import SDSOutput
+    from sds.train import train_step
+
+    def silent(rgb, labels, step, total, gen):  # no SDS gradient: only the regularisers move the field
+        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
+
+    def one_step(*extra):
+        trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, *extra), torch.device("cpu"))
+        with torch.no_grad():
+            trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
+        before = (trainer.field.grid.detach().clone(), float(trainer.field.density_tv()))
+        train_step(trainer, silent)
+        return before, (trainer.field.grid.detach(), float(trainer.field.density_tv()))
+
+    (grid0, tv0), (grid1, tv1) = one_step("reg.density_tv=10")
+    assert tv1 < tv0
+    (grid0, _), (grid1, _) = one_step()  # default weight 0: nothing else acts at step 0, so nothing moves
+    assert torch.equal(grid0, grid1)
