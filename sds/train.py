@@ -116,8 +116,9 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     r = cfg.reg
     loss = (sds.loss + r.orientation.at(step) * out.orientation
             + r.opacity_sparsity.at(step) * out.opacity.mean() + r.opacity_entropy.at(step) * opacity_entropy(out.opacity))
-    if r.density_tv.at(step) > 0:
-        loss = loss + r.density_tv.at(step) * trainer.field.density_tv()
+    tv_weight = r.density_tv.at(step)
+    if tv_weight > 0:  # the grid's TV is computed only when asked for (an extra pass over the summed grid)
+        loss = loss + tv_weight * trainer.field.density_tv()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at step {step}")
     trainer.optimizer.zero_grad(set_to_none=True)
