@@ -37,7 +37,8 @@ def _rotated(mesh: trimesh.Trimesh, angle_deg: float) -> trimesh.Trimesh:
 
 
 def mesh_agreement(a: trimesh.Trimesh, b: trimesh.Trimesh) -> float:
-    """IoU of two meshes, both centred and scaled to unit volume, best over rotations of b about +Y."""
+    """IoU of two meshes, both centred on their centres of volume and scaled to a common volume, best over
+    rotations of b about +Y."""
     points = _grid_points()
     occ_a = mesh_occupancy(a, points, 0.25)
     return max(iou(occ_a, mesh_occupancy(_rotated(b, angle), points, 0.25)) for angle in ROTATIONS_DEG)

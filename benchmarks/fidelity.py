@@ -5,8 +5,11 @@
 
 For each prompt "a <colour> <shape>" it runs ``sds generate`` (default config unless overridden) and scores
 the exported mesh against the true primitive of ``sds.prior.world``:
-- shape IoU: voxel occupancy of mesh vs primitive, both centred on their bounding boxes, the mesh scaled to
-  the primitive's volume (SDS picks the size freely), best over rotations about +Y (and the orientation);
+- shape IoU: voxel occupancy of mesh vs primitive, both centred on their centres of volume, the mesh scaled
+  to the primitive's volume (SDS picks the size freely), best over rotations about +Y (and the orientation);
+  also, for comparison with earlier records, the same IoU with both centred on their bounding boxes
+  (``iou_bbox``), which a thin tip throws off: a true cone missing its top tenth (0.1 % of its volume)
+  scores 0.75 that way and 0.92 centred on volume;
 - shape class: the primitive with the highest IoU; correct when it is the prompted one;
 - colour error: CIE76 delta E between the mean vertex albedo and the prompt colour (sRGB -> Lab);
 - topology: connected components and genus (from the Euler characteristic of the welded mesh);
@@ -32,7 +35,7 @@ import torch
 from sds.prior.world import COLORS, GENUS, SHAPES, sdf
 
 GRID = 48
-EXTENT = 0.75  # the voxel grid covers [-EXTENT, EXTENT]^3 around the bounding-box centre
+EXTENT = 0.75  # the voxel grid covers [-EXTENT, EXTENT]^3 around the centre the shapes are aligned on
 ROTATIONS_DEG = range(0, 90, 6)  # every primitive has a 90-degree (or finer) symmetry about +Y
 
 
@@ -42,40 +45,53 @@ def _grid_points() -> np.ndarray:
 
 
 @functools.cache
-def _primitive_frame(shape: str) -> tuple[np.ndarray, float]:
-    """Bounding-box centre and volume of a primitive (from a fine occupancy grid)."""
+def _primitive_frame(shape: str, centring: str = "volume") -> tuple[np.ndarray, float]:
+    """Centre (of volume, or of the bounding box) and volume of a primitive, from a fine occupancy grid."""
     g = np.linspace(-0.7, 0.7, 141)
     pts = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
     inside = (sdf(shape, torch.from_numpy(pts).float()) < 0).numpy()
     box = pts[inside]
-    return (box.min(0) + box.max(0)) / 2, float(inside.mean() * 1.4**3)
+    centre = box.mean(0) if centring == "volume" else (box.min(0) + box.max(0)) / 2
+    return centre, float(inside.mean() * 1.4**3)
 
 
-def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Occupancy of the primitive, centred on its bounding box and rotated by angle about +Y."""
-    centre, _ = _primitive_frame(shape)
+def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float, centring: str = "volume") -> np.ndarray:
+    """Occupancy of the primitive, centred as `centring` says and rotated by angle about +Y."""
+    centre, _ = _primitive_frame(shape, centring)
     a = math.radians(angle_deg)
     rot = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
     return (sdf(shape, torch.from_numpy(points @ rot.T + centre).float()) < 0).numpy()
 
 
-def mesh_occupancy(mesh, points: np.ndarray, volume: float) -> np.ndarray:
-    """Occupancy at points of the mesh centred on its bounding box and scaled to the given volume.
+def mesh_occupancy(mesh, points: np.ndarray, volume: float, centring: str = "volume") -> np.ndarray:
+    """Occupancy at points of the mesh centred on its centre of volume (or bounding box) and scaled to `volume`.
 
     Scale is set by volume, not by the longest side, so a shape is compared with a shape whatever size
-    SDS chose. Surface voxels from trimesh's voxelizer with the interior filled: no ray casting needed.
+    SDS chose. The centre of volume barely moves when a thin part (a cone's tip) is lost or grown, where the
+    bounding box's centre shifts with it. Surface voxels from trimesh's voxelizer with the interior filled:
+    no ray casting needed.
     """
-    lo, hi = mesh.bounds
     unit = mesh.copy()
-    unit.apply_translation(-(lo + hi) / 2)
-    own_volume = abs(unit.volume) if unit.is_watertight else float(
-        unit.voxelized(pitch=EXTENT / GRID).fill().volume)
+    filled = None if unit.is_watertight else unit.voxelized(pitch=EXTENT / GRID).fill()
+    if centring == "volume":
+        centre = unit.center_mass if filled is None else filled.points.mean(0)
+    else:
+        lo, hi = unit.bounds
+        centre = (lo + hi) / 2
+    unit.apply_translation(-np.asarray(centre))
+    own_volume = abs(unit.volume) if filled is None else float(filled.volume)
     unit.apply_scale((volume / max(own_volume, 1e-9)) ** (1 / 3))
     return unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(points)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def shape_iou(mesh, shape: str, points: np.ndarray, centring: str = "volume") -> float:
+    """IoU of the mesh with a primitive at equal volume, both centred as `centring` says, best over turns about +Y."""
+    occ = mesh_occupancy(mesh, points, _primitive_frame(shape)[1], centring)
+    return max(iou(occ, primitive_occupancy(shape, points, a, centring)) for a in ROTATIONS_DEG)
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -97,13 +113,11 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
     euler = welded.euler_number
     genus = round((2 * len(components) - euler) / 2) if len(components) == 1 else None
     points = _grid_points()
-    ious = {}
-    for s in SHAPES:
-        occ = mesh_occupancy(welded, points, _primitive_frame(s)[1])
-        ious[s] = max(iou(occ, primitive_occupancy(s, points, a)) for a in ROTATIONS_DEG)
+    ious, ious_bbox = ({s: shape_iou(welded, s, points, centring) for s in SHAPES} for centring in ("volume", "bbox"))
     mean_lab = srgb_to_lab(colors.mean(0))
     errors = {c: float(np.linalg.norm(mean_lab - srgb_to_lab(np.array(rgb)))) for c, rgb in COLORS.items()}
-    return {"iou": ious[shape], "class": max(ious, key=ious.get), "delta_e": errors[color],
+    return {"iou": ious[shape], "class": max(ious, key=ious.get),
+            "iou_bbox": ious_bbox[shape], "class_bbox": max(ious_bbox, key=ious_bbox.get), "delta_e": errors[color],
             "color_class": min(errors, key=errors.get), "mean_rgb": colors.mean(0).round(3).tolist(),
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
             "faces": len(mesh.faces)}
@@ -183,9 +197,14 @@ def summary(rows: list[dict]) -> str:
     scored = [r for r in rows if "iou" in r]
     if not scored:
         return f"fidelity: 0/{len(rows)} correct (no mesh was scored)"
+    ok_bbox = sum(r["class_bbox"] == r["prompt"].split()[-1] and r["components"] == 1 and r["genus_ok"]
+                  for r in scored if "class_bbox" in r)
     return (f"fidelity: {sum(r['ok'] for r in rows)}/{len(rows)} correct, "
             f"mean IoU {statistics.mean(r['iou'] for r in scored):.3f}, "
-            f"worst IoU {min(r['iou'] for r in scored):.3f}, mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
+            f"worst IoU {min(r['iou'] for r in scored):.3f} "
+            f"(centred on bounding boxes: {ok_bbox}/{len(rows)} correct, "
+            f"mean IoU {statistics.mean(r.get('iou_bbox', math.nan) for r in scored):.3f}, "
+            f"worst {min(r.get('iou_bbox', math.nan) for r in scored):.3f}), mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
             f"median time {statistics.median(r['time'] for r in scored):.0f} s, "
             f"max peak {max(r['peak'] for r in scored):.0f} MiB")
 
