@@ -45,13 +45,16 @@ def train_prior(args) -> int:
 
 
 def _render_fn(renderer):
-    """What the exporter calls: NeRF colour (lambertian, light at the camera) and opacity."""
+    """What the exporter calls: NeRF colour (lambertian, light at the camera; unlit when not shaded) and opacity."""
     import torch
 
-    def render(cameras, height, width):
-        with torch.no_grad():
-            out = renderer.render(cameras.to(renderer.field_device), height, width, shading="lambertian",
-                                  chunk_rays=8192)
+    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT
+
+    def render(cameras, height, width, shaded=True):
+        with torch.no_grad():  # opacity does not depend on the shading; unlit skips the normals' 6 queries per sample
+            out = renderer.render(cameras.to(renderer.field_device), height, width,
+                                  shading="lambertian" if shaded else "albedo", chunk_rays=8192,
+                                  min_shading_weight=VIEW_MIN_SHADING_WEIGHT)
         return {"rgb": out.rgb, "opacity": out.opacity}
 
     return render

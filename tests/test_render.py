@@ -184,3 +184,32 @@ def test_density_tv_of_a_linear_ramp_and_of_coarse_levels():
         field.grid.zero_()
         field.coarse[0].fill_(3.0)
     assert float(field.density_tv()) == pytest.approx(0.0, abs=1e-10)  # a constant field has none
+
+
+def test_view_renders_leave_faint_fog_unlit_and_look_the_same():
+    # A crisp sphere in a faint fog (density e^-5 ~ 0.007 outside: what trained exp fields keep): most samples
+    # of a ray are fog with weights 1e-4..1e-3. View renders skip their normals; the image must not change.
+    from sds.config import RunConfig
+    from sds.export.views import preview_cameras
+    from sds.prior.world import sdf
+    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT
+    from sds.train import make_trainer
+
+    trainer = make_trainer(RunConfig(prompt="a red sphere"), torch.device("cpu"))
+    field, r = trainer.field, trainer.cfg.field.grid_resolution
+    axis = torch.linspace(-1, 1, r)
+    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+    points = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+    with torch.no_grad():
+        field.grid[0, 0] = ((-sdf("sphere", points) / 0.005).clamp(-5, 7) - field.blob(points)).reshape(r, r, r)
+    normals_of = []
+    real_normals = field.normals
+    field.normals = lambda p: normals_of.append(len(p)) or real_normals(p)
+    cams = preview_cameras(1.0, 2)
+    with torch.no_grad():
+        train_like = trainer.renderer.render(cams, 32, 32, shading="lambertian").rgb
+        lit_train = sum(normals_of)
+        view = trainer.renderer.render(cams, 32, 32, shading="lambertian", min_shading_weight=VIEW_MIN_SHADING_WEIGHT).rgb
+    lit_view = sum(normals_of) - lit_train
+    assert lit_view < lit_train / 3
+    assert (view - train_like).abs().max() < 3 / 255 and (view - train_like).abs().mean() < 0.5 / 255

@@ -31,8 +31,11 @@ class DensityAlbedoField(Protocol):
 class RenderFn(Protocol):
     """The NeRF's own volume render, used for the auto iso-level, the preview image and the turntable."""
 
-    def __call__(self, cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]:
-        """Render B views: ``"rgb"`` [B, H, W, 3] and ``"opacity"`` [B, H, W], both in [0, 1]."""
+    def __call__(self, cameras: Cameras, height: int, width: int, shaded: bool = True) -> dict[str, torch.Tensor]:
+        """Render B views: ``"rgb"`` [B, H, W, 3] and ``"opacity"`` [B, H, W], both in [0, 1].
+
+        ``shaded=False`` asks only for the opacity (silhouettes): the renderer may then skip the lighting,
+        which needs normals, and return unlit colour."""
         ...
 
 

@@ -94,7 +94,7 @@ def auto_iso_level(
     """
     size = max(64, min(128, grid.shape[0]))
     cameras = silhouette_cameras(bound, n_views)
-    target = render_views(render_fn, cameras, size)["opacity"] > 0.5
+    target = render_views(render_fn, cameras, size, shaded=False)["opacity"] > 0.5  # no lighting: opacity only
     if not target.any():
         raise EmptySceneError("empty scene: the NeRF renders no pixel with opacity > 0.5")
     max_density = ray_max_density(grid, bound, cameras, size, chunk_size)

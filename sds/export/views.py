@@ -43,15 +43,17 @@ def camera_slice(cameras: Cameras, start: int, stop: int) -> Cameras:
 
 @torch.no_grad()
 def render_views(
-    render_fn: RenderFn, cameras: Cameras, size: int, views_per_call: int = 1
+    render_fn: RenderFn, cameras: Cameras, size: int, views_per_call: int = 1, shaded: bool = True
 ) -> dict[str, torch.Tensor]:
     """Render square views a few at a time (bounds the NeRF's memory) and gather them on the CPU.
+
+    shaded=False: only the opacity is wanted (see ``RenderFn``).
 
     Returns "rgb" [B, size, size, 3] and "opacity" [B, size, size], float32, clamped to [0, 1].
     """
     rgb, opacity = [], []
     for start in range(0, len(cameras), views_per_call):
-        out = render_fn(camera_slice(cameras, start, start + views_per_call), size, size)
+        out = render_fn(camera_slice(cameras, start, start + views_per_call), size, size, shaded=shaded)
         rgb.append(out["rgb"].detach().float().cpu().clamp(0, 1))
         opacity.append(out["opacity"].detach().float().cpu().clamp(0, 1))
     return {"rgb": torch.cat(rgb), "opacity": torch.cat(opacity)}

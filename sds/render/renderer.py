@@ -29,16 +29,25 @@ class RenderOutput:
     orientation: torch.Tensor  # scalar: mean over rays of sum_i w_i * max(0, n_i . d)^2 (0 for albedo shading)
 
 
+TRAIN_MIN_SHADING_WEIGHT = 1e-4
+"""Samples lighter than this get no normal (it costs 6 density queries) and so only ambient light."""
+VIEW_MIN_SHADING_WEIGHT = 1e-3
+"""The same for renders to look at (preview, turntable). The exp field's faint fog gives most samples of a ray
+a weight of 1e-4..1e-3; leaving them unlit changes a trained sphere's frame by at most 1.2 / 255 (mean 0.3 / 255)
+and makes it 3x faster (0.86 -> 0.28 s for 128 x 128 on one thread)."""
+
+
 def shade(field, points: torch.Tensor, albedo: torch.Tensor, weights: torch.Tensor, dirs: torch.Tensor,
-          light_pos: torch.Tensor, shading: str, ambient: float) -> tuple[torch.Tensor, torch.Tensor]:
+          light_pos: torch.Tensor, shading: str, ambient: float,
+          min_weight: float = TRAIN_MIN_SHADING_WEIGHT) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample colour [R, S, 3] and the orientation penalty [R].
 
-    Normals (6 extra density queries per point) are only computed where the sample's weight matters.
+    Normals (6 extra density queries per point) are only computed where the sample's weight exceeds min_weight.
     points/albedo [R, S, 3|3], weights [R, S], dirs [R, 3], light_pos [R, 3].
     """
     if shading == "albedo":
         return albedo, torch.zeros(points.shape[0], device=points.device)
-    mask = weights.detach() > 1e-4
+    mask = weights.detach() > min_weight
     normals = torch.zeros_like(points)
     if mask.any():
         normals[mask] = field.normals(points[mask])
@@ -55,7 +64,8 @@ def shade(field, points: torch.Tensor, albedo: torch.Tensor, weights: torch.Tens
 
 def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_pos: torch.Tensor,
                       samples_per_ray: int, shading: str, ambient: float, perturb: bool,
-                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                      generator: torch.Generator | None = None,
+                      min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT) -> dict[str, torch.Tensor]:
     """Pure-torch path for rays [R, 3]: colour [R, 3] (no background), opacity [R], depth [R], orientation [R]."""
     near, far = ray_aabb(origins, dirs, field.bound)
     t, deltas = stratified_samples(near, far, samples_per_ray, perturb, generator)
@@ -63,7 +73,8 @@ def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_po
     density, albedo = field.query(points.reshape(-1, 3))
     density = density.view(t.shape)
     weights, _ = composite_weights(density, deltas)
-    color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient)
+    color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient,
+                               min_shading_weight)
     return {"rgb": accumulate(weights, color), "opacity": weights.sum(-1), "depth": (weights * t).sum(-1),
             "orientation": orientation}
 
@@ -108,12 +119,12 @@ class VolumeRenderer:
     def render(self, cameras: Cameras, height: int, width: int, light_pos: torch.Tensor | None = None,
                shading: str = "albedo", perturb: bool = False, background_rgb: torch.Tensor | None = None,
                background_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               chunk_rays: int | None = None) -> RenderOutput:
+               chunk_rays: int | None = None, min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT) -> RenderOutput:
         """Render B views at height x width. light_pos [B, 3] (default: at each camera).
 
         background_rgb [B, 3] replaces the background model on the views where background_mask [B] is true
         (all views if no mask): random solid-colour augmentation.
-        chunk_rays bounds memory for large evaluation renders.
+        chunk_rays bounds memory for large evaluation renders. min_shading_weight: see VIEW_MIN_SHADING_WEIGHT.
         """
         if shading not in SHADINGS:
             raise ValueError(f"unknown shading {shading!r}; choose from {SHADINGS}")
@@ -123,8 +134,8 @@ class VolumeRenderer:
         light = light[:, None, None, :].expand(b, height, width, 3).reshape(-1, 3)
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
         chunk = chunk_rays or o.shape[0]
-        parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], shading, perturb, generator)
-                 for i in range(0, o.shape[0], chunk)]
+        parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], shading, perturb, generator,
+                                   min_shading_weight) for i in range(0, o.shape[0], chunk)]
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         bg = self.background(d)
         if background_rgb is not None:
@@ -136,11 +147,12 @@ class VolumeRenderer:
         return RenderOutput(rgb.view(b, height, width, 3), out["opacity"].view(b, height, width),
                             out["depth"].view(b, height, width), out["orientation"].mean())
 
-    def _render_rays(self, origins, dirs, light, shading, perturb, generator) -> dict[str, torch.Tensor]:
+    def _render_rays(self, origins, dirs, light, shading, perturb, generator,
+                     min_shading_weight) -> dict[str, torch.Tensor]:
         if self.path == "nerfacc":
             from sds.render.nerfacc_path import render_rays_nerfacc
 
             return render_rays_nerfacc(self.estimator, self.field, origins, dirs, light, self.samples_per_ray,
-                                       shading, self.ambient, perturb)
+                                       shading, self.ambient, perturb, min_shading_weight)
         return render_rays_torch(self.field, origins, dirs, light, self.samples_per_ray, shading, self.ambient,
-                                 perturb, generator)
+                                 perturb, generator, min_shading_weight)

@@ -94,7 +94,7 @@ class EmptyField:
 def sphere_render_fn(radius: float, albedo=red_above_blue_below):
     """Exact render of an opaque sphere at the origin: opacity 1 where a pixel's ray hits it."""
 
-    def render(cameras: Cameras, height: int, width: int) -> dict[str, torch.Tensor]:
+    def render(cameras: Cameras, height: int, width: int, shaded: bool = True) -> dict[str, torch.Tensor]:
         origins, dirs = camera_rays(cameras, height, width)
         b = (origins * dirs).sum(-1)
         disc = b**2 - ((origins**2).sum(-1) - radius**2)

@@ -9,7 +9,7 @@ import torch
 
 from sds.export import EmptySceneError
 from sds.export.grid import grid_axis, sample_density_grid
-from sds.export.iso_level import best_silhouette_level, ray_max_density
+from sds.export.iso_level import auto_iso_level, best_silhouette_level, ray_max_density
 from sds.export.views import silhouette_cameras
 
 
@@ -52,3 +52,37 @@ def test_grid_indexing_matches_world_axes():
     grid = sample_density_grid(lambda p: p @ torch.tensor([1.0, 2.0, 3.0]), 1.0, 5, 7, show_progress=False)
     axis = grid_axis(1.0, 5)
     assert grid[4, 0, 2] == pytest.approx(float(axis[4] + 2 * axis[0] + 3 * axis[2]))
+
+
+def test_auto_level_asks_only_for_silhouettes(fakes):
+    calls = []
+    sphere = fakes.sphere_render_fn(0.5)
+
+    def recording(cameras, height, width, shaded=True):
+        calls.append(shaded)
+        return sphere(cameras, height, width)
+
+    r = 64
+    axis = torch.linspace(-1, 1, r)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    grid = torch.exp(20 * (0.5 - (x**2 + y**2 + z**2).sqrt()))  # density 1 at the sphere's surface
+    level, iou = auto_iso_level(grid, 1.0, recording, chunk_size=1 << 16)
+    assert calls and not any(calls)  # every silhouette view was rendered unlit
+    assert iou > 0.9 and 0.3 < level < 3
+
+
+def test_unlit_render_has_the_same_opacity_and_skips_the_normals():
+    from sds.build import build_scene
+    from sds.commands import _render_fn
+    from sds.config import load_config
+
+    cfg = load_config(None, ["field.grid_resolution=16", "render.samples_per_ray=16"], prompt="a")
+    field, _, renderer = build_scene(cfg, torch.device("cpu"))
+    queried = []
+    field.normals = lambda points: queried.append(len(points)) or torch.zeros_like(points)  # count normal queries
+    render = _render_fn(renderer)
+    cams = silhouette_cameras(1.0, 2)
+    unlit = render(cams, 16, 16, shaded=False)
+    assert not queried
+    lit = render(cams, 16, 16)
+    assert queried and torch.equal(lit["opacity"], unlit["opacity"])
