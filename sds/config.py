@@ -164,6 +164,15 @@ class OptimConfig:
     lr_mlp: float = 0.005
     lr_background: float = 0.005
     grad_clip_norm: float | None = None
+    lr_final_fraction: float = 1.0
+    """Every learning rate falls (half a cosine) to this fraction of itself at the last step, starting at
+    lr_decay_start of the run (1.0: constant). Small late steps leave less of the SDS gradient's noise as
+    voxel speckle, which the prior reads as noise in the image."""
+    lr_decay_start: float = 0.5
+    """Fraction of the run after which the learning rates start to fall."""
+    freeze_density_from: int | None = None
+    """From this step on the density is held fixed and only the albedo (and background) train: a texture
+    stage on a settled shape (grid field only; None: density trains throughout)."""
 
 
 @dataclass(frozen=True)
@@ -433,6 +442,12 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
+    _check(0 < o.lr_final_fraction <= 1, "optim.lr_final_fraction", "must be in (0, 1]")
+    _check(0 <= o.lr_decay_start < 1, "optim.lr_decay_start", "must be in [0, 1)")
+    _check(o.freeze_density_from is None or o.freeze_density_from >= 0, "optim.freeze_density_from",
+           "must be >= 0 or null")
+    _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",
+           "needs field.kind grid (a hash grid shares its features between density and albedo)")
     for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv"):
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")

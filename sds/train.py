@@ -7,6 +7,7 @@ on CPU give the same result, and a resumed run continues to the weights an unint
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -73,12 +74,29 @@ def load_checkpoint(trainer: Trainer, run: Run) -> None:
     trainer.load_state_dict(state)
 
 
+def density_frozen(cfg: RunConfig, step: int) -> bool:
+    return cfg.optim.freeze_density_from is not None and step >= cfg.optim.freeze_density_from
+
+
 def pick_shading(cfg: RunConfig, step: int, generator: torch.Generator) -> str:
-    """Albedo during warm-up; then textureless with probability textureless_prob, else lambertian."""
+    """Albedo during warm-up; then textureless with probability textureless_prob, else lambertian.
+
+    Textureless views train only the density, so once it is frozen every view is lambertian."""
     u = float(torch.rand(1, generator=generator))
     if step < cfg.render.albedo_warmup_steps:
         return "albedo"
-    return "textureless" if u < cfg.render.textureless_prob else "lambertian"
+    return "textureless" if u < cfg.render.textureless_prob and not density_frozen(cfg, step) else "lambertian"
+
+
+def lr_factor(cfg: RunConfig, step: int) -> float:
+    """Multiplier of every base learning rate at `step`: 1 until lr_decay_start of the run, then half a cosine
+    down to lr_final_fraction at the last step."""
+    o = cfg.optim
+    start = o.lr_decay_start * cfg.steps
+    if o.lr_final_fraction == 1.0 or step <= start:
+        return 1.0
+    frac = min(1.0, (step - start) / max(cfg.steps - 1 - start, 1))
+    return o.lr_final_fraction + (1 - o.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
@@ -126,7 +144,16 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     if cfg.optim.grad_clip_norm is not None:
         params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
+    factor = lr_factor(cfg, step)
+    for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
+    freeze = density_frozen(cfg, step)
+    # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked.
+    kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else []
     trainer.optimizer.step()
+    with torch.no_grad():
+        for logits, saved in zip(trainer.field.density_logits(), kept):
+            logits.copy_(saved)
     trainer.step += 1
     trainer.renderer.update(trainer.step)
     return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}
@@ -137,10 +164,13 @@ def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
     """Four views (albedo-lit, lambertian) side by side as a PNG."""
     import imageio.v3 as iio
 
+    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT
+
     radius = sum(trainer.cfg.camera.radius_range) / 2
     fov = sum(trainer.cfg.camera.fov_range_deg) / 2
     cams = turntable_cameras(4, 20.0, radius, fov).to(trainer.field_device)
-    rgb = trainer.renderer.render(cams, resolution, resolution, shading="lambertian", chunk_rays=8192).rgb
+    rgb = trainer.renderer.render(cams, resolution, resolution, shading="lambertian", chunk_rays=8192,
+                                  min_shading_weight=VIEW_MIN_SHADING_WEIGHT).rgb
     row = torch.cat(list(rgb.clamp(0, 1)), dim=1)
     buffer = iio.imwrite("<bytes>", (row.cpu().numpy() * 255).round().astype("uint8"), extension=".png")
     write_atomic(path, buffer)

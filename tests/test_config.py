@@ -98,3 +98,18 @@ def test_density_tv_needs_a_grid_field():
     with pytest.raises(ConfigError, match="^reg.density_tv: needs field.kind grid"):
         load_config(None, ["field.kind=hashgrid", "reg.density_tv=1"], prompt="a red cube")
     assert load_config(None, ["reg.density_tv=1"], prompt="a red cube").reg.density_tv.end == 1
+
+
+@pytest.mark.parametrize("override,words", [
+    ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
+    ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
+    ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),
+])
+def test_learning_rate_schedule_values_are_checked(override, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(None, [override], prompt="a red cube")
+
+
+def test_frozen_density_needs_a_grid_field():
+    with pytest.raises(ConfigError, match="^optim.freeze_density_from: needs field.kind grid"):
+        load_config(None, ["field.kind=hashgrid", "optim.freeze_density_from=5"], prompt="a red cube")

@@ -30,8 +30,9 @@ def _cfg(tiny_pixel_model, tmp_path, *extra):
                        prompt="a red cube")
 
 
-def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_path):
-    cfg = _cfg(tiny_pixel_model, tmp_path)
+@pytest.mark.parametrize("extra", [(), ("optim.lr_final_fraction=0.1", "optim.lr_decay_start=0.25")])
+def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_path, extra):
+    cfg = _cfg(tiny_pixel_model, tmp_path, *extra)
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
 
     straight = make_trainer(cfg, torch.device("cpu"))
@@ -47,6 +48,9 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
         assert torch.equal(a, b)
     assert not torch.equal(straight.field.grid, make_trainer(cfg, torch.device("cpu")).field.grid)  # it trained
+    # The last step ran at the decayed rate (stop_at=6 is past the decay's start at step 3 when it is on).
+    lr_grid = [g["lr"] for g in resumed.optimizer.param_groups if g["name"] == "grid"]
+    assert lr_grid == [pytest.approx(cfg.optim.lr_grid * cfg.optim.lr_final_fraction)]
 
 
 def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixel_model, tmp_path):
@@ -157,3 +161,35 @@ def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, t
     assert tv1 < tv0
     (grid0, _), (grid1, _) = one_step()  # default weight 0: nothing else acts at step 0, so nothing moves
     assert torch.equal(grid0, grid1)
+
+
+def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
+    from sds.train import train_step
+
+    def two_steps(*extra):
+        cfg = _cfg(tiny_pixel_model, tmp_path, *extra)
+        trainer = make_trainer(cfg, torch.device("cpu"))
+        guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
+        before = [p.detach().clone() for p in (trainer.field.grid, *trainer.field.coarse)]
+        for _ in range(2):  # the second step has Adam momentum from the first
+            train_step(trainer, guidance)
+        return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)]
+
+    before, after = two_steps("optim.freeze_density_from=0")
+    assert all(torch.equal(b[:, 0], a[:, 0]) for b, a in zip(before, after))  # density: every level untouched
+    assert not torch.equal(before[0][:, 1:], after[0][:, 1:])  # albedo trained
+    before, after = two_steps()
+    assert not torch.equal(before[0][:, 0], after[0][:, 0])  # without the freeze the density trains
+
+
+def test_no_textureless_views_once_the_density_is_frozen():
+    from sds.train import pick_shading
+
+    def shadings(*extra):
+        cfg = load_config(None, ["render.albedo_warmup_steps=2", "render.textureless_prob=1", *extra], prompt="a")
+        gen = torch.Generator().manual_seed(0)
+        return [pick_shading(cfg, step, gen) for step in range(6)]
+
+    assert shadings() == ["albedo"] * 2 + ["textureless"] * 4
+    # a grey view trains only the density: with it frozen from step 4 those views would be wasted
+    assert shadings("optim.freeze_density_from=4") == ["albedo"] * 2 + ["textureless"] * 2 + ["lambertian"] * 2

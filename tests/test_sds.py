@@ -89,3 +89,16 @@ def test_grad_clip_and_nan_to_num():
     score_distillation(x2, lambda x_t, t: 100 * torch.ones_like(x_t), torch.linspace(0.99, 0.01, 1000), cfg, 0, 10,
                        torch.Generator().manual_seed(0)).loss.backward()
     assert x2.grad.abs().max() <= 0.01 / 2 + 1e-9  # clamp, then / B
+
+
+def test_learning_rate_decay_is_constant_then_half_a_cosine_to_the_final_fraction():
+    from sds.config import load_config
+    from sds.train import lr_factor
+
+    cfg = load_config(None, ["steps=50", "optim.lr_final_fraction=0.2", "optim.lr_decay_start=0.5"], prompt="a")
+    assert lr_factor(cfg, 0) == 1.0 and lr_factor(cfg, 25) == 1.0  # constant through the first half
+    assert lr_factor(cfg, 37) == pytest.approx(0.6)  # half-way down the cosine: midway between 1 and 0.2
+    assert lr_factor(cfg, 49) == pytest.approx(0.2)  # the last step
+    values = [lr_factor(cfg, s) for s in range(50)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_factor(load_config(None, ["steps=50"], prompt="a"), 49) == 1.0  # default: constant

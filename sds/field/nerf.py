@@ -91,6 +91,10 @@ class GridField(NeRFField):
         out = F.grid_sample(self.full_grid(), coords, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(4, -1).T
 
+    def density_logits(self) -> list[torch.Tensor]:
+        """Views of the density channel of the fine grid and of every coarse grid (the albedo is channels 1-3)."""
+        return [g[:, 0] for g in (self.grid, *self.coarse)]
+
     def density_tv(self) -> torch.Tensor:
         """Mean squared difference of the density logit between neighbouring voxels of the summed grid."""
         logit = self.full_grid()[0, 0]
