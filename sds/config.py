@@ -144,7 +144,9 @@ class RenderConfig:
     samples_per_ray: int = 48
     ambient: float = 0.35
     albedo_warmup_steps: int = 100
-    """Steps of albedo-only shading at the start (shape first settles under colour alone)."""
+    """Steps of albedo-only shading at the start (shape first settles under colour alone). Lambertian shading
+    afterwards rounds the built-in prior's shapes off; a long warm-up keeps them sharper but paints shading into
+    the albedo (docs/tuning.md, sweep 6; see optim.freeze_density_from for a texture stage)."""
     textureless_prob: float = 0.2
     """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
     background: Literal["white", "mlp"] = "white"
@@ -171,8 +173,12 @@ class OptimConfig:
     lr_decay_start: float = 0.5
     """Fraction of the run after which the learning rates start to fall."""
     freeze_density_from: int | None = None
-    """From this step on the density is held fixed and only the albedo (and background) train: a texture
-    stage on a settled shape (grid field only; None: density trains throughout)."""
+    """From this step on the density is held fixed and only the albedo (and background) train under lambertian
+    shading: a texture stage that un-paints shading painted into the albedo during a long albedo warm-up, on a
+    settled shape (grid field only; None: density trains throughout)."""
+    texture_lr_scale: float = 1.0
+    """Learning rates are multiplied by this in the texture stage (only the albedo moves there): a short stage
+    has to undo shading painted into the albedo during the shape stage."""
 
 
 @dataclass(frozen=True)
@@ -444,10 +450,12 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
     _check(0 < o.lr_final_fraction <= 1, "optim.lr_final_fraction", "must be in (0, 1]")
     _check(0 <= o.lr_decay_start < 1, "optim.lr_decay_start", "must be in [0, 1)")
+    _check(o.texture_lr_scale > 0, "optim.texture_lr_scale", "must be positive")
     _check(o.freeze_density_from is None or o.freeze_density_from >= 0, "optim.freeze_density_from",
            "must be >= 0 or null")
     _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",
-           "needs field.kind grid (a hash grid shares its features between density and albedo)")
+           "needs field.kind grid (a hash grid shares its features between density and albedo); "
+           "set optim.freeze_density_from=null")
     for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv"):
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")

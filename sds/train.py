@@ -144,10 +144,10 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     if cfg.optim.grad_clip_norm is not None:
         params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
-    factor = lr_factor(cfg, step)
+    freeze = density_frozen(cfg, step)
+    factor = lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if freeze else 1.0)
     for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
         group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
-    freeze = density_frozen(cfg, step)
     # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked.
     kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else []
     trainer.optimizer.step()

@@ -104,6 +104,7 @@ def test_density_tv_needs_a_grid_field():
     ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),
+    ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be positive"),
 ])
 def test_learning_rate_schedule_values_are_checked(override, words):
     with pytest.raises(ConfigError, match=words):

@@ -173,13 +173,16 @@ def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model
         before = [p.detach().clone() for p in (trainer.field.grid, *trainer.field.coarse)]
         for _ in range(2):  # the second step has Adam momentum from the first
             train_step(trainer, guidance)
-        return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)]
+        lr = next(g["lr"] for g in trainer.optimizer.param_groups if g["name"] == "grid")
+        return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)], lr / cfg.optim.lr_grid
 
-    before, after = two_steps("optim.freeze_density_from=0")
+    before, after, lr_scale = two_steps("optim.freeze_density_from=0", "optim.texture_lr_scale=3")
     assert all(torch.equal(b[:, 0], a[:, 0]) for b, a in zip(before, after))  # density: every level untouched
     assert not torch.equal(before[0][:, 1:], after[0][:, 1:])  # albedo trained
-    before, after = two_steps()
+    assert lr_scale == pytest.approx(3.0)  # at the texture stage's rate
+    before, after, lr_scale = two_steps("optim.freeze_density_from=null")
     assert not torch.equal(before[0][:, 0], after[0][:, 0])  # without the freeze the density trains
+    assert lr_scale == 1.0
 
 
 def test_no_textureless_views_once_the_density_is_frozen():
