@@ -39,6 +39,7 @@ EXTENT = 0.75  # the voxel grid covers [-EXTENT, EXTENT]^3 around the centre the
 ROTATIONS_DEG = range(0, 90, 6)  # every primitive has a 90-degree (or finer) symmetry about +Y
 
 
+@functools.cache
 def _grid_points() -> np.ndarray:
     g = ((np.arange(GRID) + 0.5) / GRID * 2 - 1) * EXTENT  # voxel centres
     return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
@@ -88,10 +89,16 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
-def shape_iou(mesh, shape: str, points: np.ndarray, centring: str = "volume") -> float:
+@functools.cache
+def _primitive_on_grid(shape: str, angle_deg: float, centring: str) -> np.ndarray:
+    """The primitive's occupancy on the scoring grid: the same for every mesh, so computed once per process."""
+    return primitive_occupancy(shape, _grid_points(), angle_deg, centring)
+
+
+def shape_iou(mesh, shape: str, centring: str = "volume") -> float:
     """IoU of the mesh with a primitive at equal volume, both centred as `centring` says, best over turns about +Y."""
-    occ = mesh_occupancy(mesh, points, _primitive_frame(shape)[1], centring)
-    return max(iou(occ, primitive_occupancy(shape, points, a, centring)) for a in ROTATIONS_DEG)
+    occ = mesh_occupancy(mesh, _grid_points(), _primitive_frame(shape)[1], centring)
+    return max(iou(occ, _primitive_on_grid(shape, a, centring)) for a in ROTATIONS_DEG)
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -112,8 +119,7 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
     components = welded.split(only_watertight=False)
     euler = welded.euler_number
     genus = round((2 * len(components) - euler) / 2) if len(components) == 1 else None
-    points = _grid_points()
-    ious, ious_bbox = ({s: shape_iou(welded, s, points, centring) for s in SHAPES} for centring in ("volume", "bbox"))
+    ious, ious_bbox = ({s: shape_iou(welded, s, centring) for s in SHAPES} for centring in ("volume", "bbox"))
     mean_lab = srgb_to_lab(colors.mean(0))
     errors = {c: float(np.linalg.norm(mean_lab - srgb_to_lab(np.array(rgb)))) for c, rgb in COLORS.items()}
     return {"iou": ious[shape], "class": max(ious, key=ious.get),
