@@ -149,11 +149,12 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
         group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
     # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked.
-    kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else []
+    kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else None
     trainer.optimizer.step()
-    with torch.no_grad():
-        for logits, saved in zip(trainer.field.density_logits(), kept):
-            logits.copy_(saved)
+    if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
+        with torch.no_grad():
+            for logits, saved in zip(trainer.field.density_logits(), kept):
+                logits.copy_(saved)
     trainer.step += 1
     trainer.renderer.update(trainer.step)
     return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}

@@ -196,3 +196,16 @@ def test_no_textureless_views_once_the_density_is_frozen():
     assert shadings() == ["albedo"] * 2 + ["textureless"] * 4
     # a grey view trains only the density: with it frozen from step 4 those views would be wasted
     assert shadings("optim.freeze_density_from=4") == ["albedo"] * 2 + ["textureless"] * 2 + ["lambertian"] * 2
+
+
+def test_a_hash_grid_field_trains(tiny_pixel_model, tmp_path):
+    # The texture-stage code must stay out of the way of fields without a separate density grid.
+    from sds.train import train_step
+
+    cfg = _cfg(tiny_pixel_model, tmp_path, "field.kind=hashgrid", "field.hash_levels=2", "field.hash_log2_table_size=10",
+               "field.hash_max_resolution=16", "field.hidden_dim=8")
+    trainer = make_trainer(cfg, torch.device("cpu"))
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
+    before = [p.detach().clone() for p in trainer.field.parameters()]
+    train_step(trainer, guidance)
+    assert any(not torch.equal(b, a) for b, a in zip(before, trainer.field.parameters()))
