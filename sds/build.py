@@ -47,5 +47,6 @@ def build_scene(cfg: RunConfig, device: torch.device):
 
     field = build_field(cfg.field).to(device)
     background = build_background(cfg.render).to(device)
-    renderer = VolumeRenderer(field, background, cfg.render.samples_per_ray, cfg.render.ambient, cfg.render.sampler)
+    renderer = VolumeRenderer(field, background, cfg.render.samples_per_ray, cfg.render.ambient, cfg.render.sampler,
+                              cfg.render.normal_gradients)
     return field, background, renderer

@@ -147,6 +147,9 @@ class RenderConfig:
     """Steps of albedo-only shading at the start (shape first settles under colour alone). Lambertian shading
     afterwards rounds the built-in prior's shapes off; a long warm-up keeps them sharper but paints shading into
     the albedo (docs/tuning.md, sweep 6; see optim.freeze_density_from for a texture stage)."""
+    normal_gradients: bool = True
+    """Let the SDS gradient reach the density through the shading normals (False: normals are drawn but
+    detached, so only silhouettes and depth move the geometry)."""
     textureless_prob: float = 0.2
     """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
     background: Literal["white", "mlp"] = "white"

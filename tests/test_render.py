@@ -213,3 +213,41 @@ def test_view_renders_leave_faint_fog_unlit_and_look_the_same():
     lit_view = sum(normals_of) - lit_train
     assert lit_view < lit_train / 3
     assert (view - train_like).abs().max() < 3 / 255 and (view - train_like).abs().mean() < 0.5 / 255
+
+
+def test_detached_normals_reach_the_density_only_through_compositing():
+    # normal_gradients=False: the lambertian image is the same, and the density's gradient is exactly what it
+    # would be if the normals were constants handed to the shader.
+    from sds.cameras import sample_orbit_cameras
+    from sds.field.nerf import GridField
+    from sds.render.renderer import VolumeRenderer
+
+    class _Background(torch.nn.Module):
+        def forward(self, dirs):
+            return torch.ones_like(dirs)
+
+    torch.manual_seed(0)
+    field = GridField(FieldConfig(grid_resolution=12, coarse_resolutions=(4,)))
+    with torch.no_grad():
+        field.grid.normal_(0.0, 1.0)
+    cams = sample_orbit_cameras(2, (2.3, 2.7), (0.0, 40.0), (40.0, 40.0), torch.Generator().manual_seed(1))
+
+    def density_grad(normal_gradients: bool, constant_normals: bool = False):
+        renderer = VolumeRenderer(field, _Background(), 24, 0.35, "torch", normal_gradients=normal_gradients)
+        field.grid.grad = None
+        if constant_normals:
+            true_normals = field.normals
+            field.normals = lambda p: true_normals(p).detach()
+        try:
+            rgb = renderer.render(cams, 8, 8, shading="lambertian").rgb
+        finally:
+            field.__dict__.pop("normals", None)
+        (rgb * torch.linspace(0, 1, 3)).sum().backward()
+        return rgb.detach(), field.grid.grad[0, 0].clone()
+
+    rgb_free, grad_free = density_grad(True)
+    rgb_detached, grad_detached = density_grad(False)
+    rgb_reference, grad_reference = density_grad(True, constant_normals=True)
+    assert torch.equal(rgb_detached, rgb_free)
+    assert torch.allclose(grad_detached, grad_reference, atol=1e-7)
+    assert not torch.allclose(grad_detached, grad_free, atol=1e-4)  # the normals did carry a gradient
