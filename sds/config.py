@@ -147,9 +147,10 @@ class RenderConfig:
     """Steps of albedo-only shading at the start (shape first settles under colour alone). Lambertian shading
     afterwards rounds the built-in prior's shapes off; a long warm-up keeps them sharper but paints shading into
     the albedo (docs/tuning.md, sweep 6; see optim.freeze_density_from for a texture stage)."""
-    normal_gradients: bool = True
-    """Let the SDS gradient reach the density through the shading normals (False: normals are drawn but
-    detached, so only silhouettes and depth move the geometry)."""
+    normal_gradient_scale: float = 1.0
+    """Scale of the SDS gradient that reaches the density through the shading normals; the image is the same
+    (0: normals are drawn but detached, so only silhouettes and depth move the geometry). The orientation
+    penalty acts through the normals and is scaled with it."""
     textureless_prob: float = 0.2
     """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
     background: Literal["white", "mlp"] = "white"
@@ -463,6 +464,10 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
         _check(ramp.end_step >= ramp.start_step >= 0, f"reg.{name}", "need 0 <= start_step <= end_step")
+    orientation = cfg.reg.orientation
+    _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
+    _check(r.normal_gradient_scale > 0 or max(orientation.start, orientation.end) == 0, "reg.orientation",
+           "penalises normals, which reach the density only with render.normal_gradient_scale > 0; set one of them")
     tv = cfg.reg.density_tv
     _check(cfg.field.kind == "grid" or max(tv.start, tv.end) == 0, "reg.density_tv",
            "needs field.kind grid (a hash grid has no voxel neighbours)")

@@ -94,6 +94,12 @@ def test_cli_takes_overrides_on_either_side_of_flags():
     assert "steps: 3" in out.stdout and "seed: 4" in out.stdout
 
 
+def test_orientation_penalty_needs_normal_gradients():
+    with pytest.raises(ConfigError, match="^reg.orientation: penalises normals"):
+        load_config(None, ["render.normal_gradient_scale=0", "reg.orientation=0.01"], prompt="a red cube")
+    assert load_config(None, ["render.normal_gradient_scale=0.5", "reg.orientation=0.01"], prompt="a red cube")
+
+
 def test_density_tv_needs_a_grid_field():
     with pytest.raises(ConfigError, match="^reg.density_tv: needs field.kind grid"):
         load_config(None, ["field.kind=hashgrid", "reg.density_tv=1"], prompt="a red cube")

@@ -215,9 +215,9 @@ def test_view_renders_leave_faint_fog_unlit_and_look_the_same():
     assert (view - train_like).abs().max() < 3 / 255 and (view - train_like).abs().mean() < 0.5 / 255
 
 
-def test_detached_normals_reach_the_density_only_through_compositing():
-    # normal_gradients=False: the lambertian image is the same, and the density's gradient is exactly what it
-    # would be if the normals were constants handed to the shader.
+def test_normal_gradient_scale_scales_only_the_gradient_through_the_normals():
+    # Scale 0: the lambertian image is the same, and the density's gradient is exactly what it would be if the
+    # normals were constants handed to the shader. Scale 0.5: halfway between that and the full gradient.
     from sds.cameras import sample_orbit_cameras
     from sds.field.nerf import GridField
     from sds.render.renderer import VolumeRenderer
@@ -232,8 +232,8 @@ def test_detached_normals_reach_the_density_only_through_compositing():
         field.grid.normal_(0.0, 1.0)
     cams = sample_orbit_cameras(2, (2.3, 2.7), (0.0, 40.0), (40.0, 40.0), torch.Generator().manual_seed(1))
 
-    def density_grad(normal_gradients: bool, constant_normals: bool = False):
-        renderer = VolumeRenderer(field, _Background(), 24, 0.35, "torch", normal_gradients=normal_gradients)
+    def density_grad(scale: float, constant_normals: bool = False):
+        renderer = VolumeRenderer(field, _Background(), 24, 0.35, "torch", normal_gradient_scale=scale)
         field.grid.grad = None
         if constant_normals:
             true_normals = field.normals
@@ -245,9 +245,11 @@ def test_detached_normals_reach_the_density_only_through_compositing():
         (rgb * torch.linspace(0, 1, 3)).sum().backward()
         return rgb.detach(), field.grid.grad[0, 0].clone()
 
-    rgb_free, grad_free = density_grad(True)
-    rgb_detached, grad_detached = density_grad(False)
-    rgb_reference, grad_reference = density_grad(True, constant_normals=True)
-    assert torch.equal(rgb_detached, rgb_free)
+    rgb_full, grad_full = density_grad(1.0)
+    rgb_detached, grad_detached = density_grad(0.0)
+    rgb_half, grad_half = density_grad(0.5)
+    _, grad_reference = density_grad(1.0, constant_normals=True)
+    assert torch.equal(rgb_detached, rgb_full) and torch.allclose(rgb_half, rgb_full)
     assert torch.allclose(grad_detached, grad_reference, atol=1e-7)
-    assert not torch.allclose(grad_detached, grad_free, atol=1e-4)  # the normals did carry a gradient
+    assert not torch.allclose(grad_detached, grad_full, atol=1e-4)  # the normals did carry a gradient
+    assert torch.allclose(grad_half, (grad_reference + grad_full) / 2, atol=1e-6)

@@ -32,7 +32,7 @@ def update_estimator(estimator, field, step: int, samples_per_ray: int = 64) -> 
 
 def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
                         ambient: float, perturb: bool, min_shading_weight: float,
-                        normal_gradients: bool = True) -> dict[str, torch.Tensor]:
+                        normal_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
     from nerfacc import accumulate_along_rays, render_weight_from_density
 
     n_rays = origins.shape[0]
@@ -49,7 +49,7 @@ def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray:
     density, albedo = field.query(points)
     weights, _, _ = render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices, n_rays=n_rays)
     color, orientation = shade(field, points[:, None], albedo[:, None], weights[:, None], dirs[ray_indices],
-                               light[ray_indices], shading, ambient, min_shading_weight, normal_gradients)
+                               light[ray_indices], shading, ambient, min_shading_weight, normal_gradient_scale)
     return {
         "rgb": accumulate_along_rays(weights, color[:, 0], ray_indices=ray_indices, n_rays=n_rays),
         "opacity": accumulate_along_rays(weights, None, ray_indices=ray_indices, n_rays=n_rays)[:, 0],
