@@ -177,7 +177,7 @@ def test_density_tv_of_a_linear_ramp_and_of_coarse_levels():
     with torch.no_grad():
         field.grid[0, 0] = 0.5 * torch.arange(12.0)[:, None, None]  # a step of 0.5 along one axis
         field.grid[0, 1:] = torch.randn(3, 12, 12, 12)  # albedo does not count
-    assert float(field.density_tv()) == pytest.approx(0.25 / 3, rel=1e-6)  # mean over the three axes
+    assert field.density_tv().item() == pytest.approx(0.25 / 3, rel=1e-6)  # mean over the three axes
     field.density_tv().backward()
     assert field.coarse[0].grad[0, 0].abs().sum() > 0  # the penalty reaches the coarse level it sums in
     with torch.no_grad():
