@@ -153,9 +153,9 @@ def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, t
         trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, *extra), torch.device("cpu"))
         with torch.no_grad():
             trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
-        before = (trainer.field.grid.detach().clone(), float(trainer.field.density_tv()))
+        before = (trainer.field.grid.detach().clone(), trainer.field.density_tv().item())
         train_step(trainer, silent)
-        return before, (trainer.field.grid.detach(), float(trainer.field.density_tv()))
+        return before, (trainer.field.grid.detach(), trainer.field.density_tv().item())
 
     (grid0, tv0), (grid1, tv1) = one_step("reg.density_tv=10")
     assert tv1 < tv0

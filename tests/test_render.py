@@ -183,7 +183,7 @@ def test_density_tv_of_a_linear_ramp_and_of_coarse_levels():
     with torch.no_grad():
         field.grid.zero_()
         field.coarse[0].fill_(3.0)
-    assert float(field.density_tv()) == pytest.approx(0.0, abs=1e-10)  # a constant field has none
+    assert field.density_tv().item() == pytest.approx(0.0, abs=1e-10)  # a constant field has none
 
 
 def test_view_renders_leave_faint_fog_unlit_and_look_the_same():
