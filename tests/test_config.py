@@ -111,8 +111,10 @@ def test_density_tv_needs_a_grid_field():
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),
     ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be positive"),
+    ("render.normal_gradient_scale=1.5", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
+    ("render.normal_gradient_scale=-0.1", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
 ])
-def test_learning_rate_schedule_values_are_checked(override, words):
+def test_optim_and_render_option_ranges_are_checked(override, words):
     with pytest.raises(ConfigError, match=words):
         load_config(None, [override], prompt="a red cube")
 
