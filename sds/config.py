@@ -449,6 +449,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(r.albedo_warmup_steps >= 0, "render.albedo_warmup_steps", "must be >= 0")
     _check(0 <= r.textureless_prob <= 1, "render.textureless_prob", "must be in [0, 1]")
     _check(0 <= r.random_background_prob <= 1, "render.random_background_prob", "must be in [0, 1]")
+    _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
@@ -465,7 +466,6 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
         _check(ramp.end_step >= ramp.start_step >= 0, f"reg.{name}", "need 0 <= start_step <= end_step")
     orientation = cfg.reg.orientation
-    _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
     _check(r.normal_gradient_scale > 0 or max(orientation.start, orientation.end) == 0, "reg.orientation",
            "penalises normals, which reach the density only with render.normal_gradient_scale > 0; set one of them")
     tv = cfg.reg.density_tv

@@ -219,12 +219,9 @@ def test_normal_gradient_scale_scales_only_the_gradient_through_the_normals():
     # Scale 0: the lambertian image is the same, and the density's gradient is exactly what it would be if the
     # normals were constants handed to the shader. Scale 0.5: halfway between that and the full gradient.
     from sds.cameras import sample_orbit_cameras
+    from sds.field.background import ConstantBackground
     from sds.field.nerf import GridField
     from sds.render.renderer import VolumeRenderer
-
-    class _Background(torch.nn.Module):
-        def forward(self, dirs):
-            return torch.ones_like(dirs)
 
     torch.manual_seed(0)
     field = GridField(FieldConfig(grid_resolution=12, coarse_resolutions=(4,)))
@@ -233,7 +230,7 @@ def test_normal_gradient_scale_scales_only_the_gradient_through_the_normals():
     cams = sample_orbit_cameras(2, (2.3, 2.7), (0.0, 40.0), (40.0, 40.0), torch.Generator().manual_seed(1))
 
     def density_grad(scale: float, constant_normals: bool = False):
-        renderer = VolumeRenderer(field, _Background(), 24, 0.35, "torch", normal_gradient_scale=scale)
+        renderer = VolumeRenderer(field, ConstantBackground(), 24, 0.35, "torch", normal_gradient_scale=scale)
         field.grid.grad = None
         if constant_normals:
             true_normals = field.normals
