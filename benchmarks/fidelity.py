@@ -11,6 +11,8 @@ the exported mesh against the true primitive of ``sds.prior.world``:
   (``iou_bbox``), which a thin tip throws off: a true cone missing its top tenth (0.1 % of its volume)
   scores 0.75 that way and 0.95 centred on volume;
 - shape class: the primitive with the highest IoU; correct when it is the prompted one;
+- proportion: the mesh's height over the square root of its largest horizontal cross-section, divided by the
+  true primitive's (1: the right proportions; 1.3: 30 % too tall for its width), a diagnostic the IoU folds in;
 - colour error: CIE76 delta E between the mean vertex albedo and the prompt colour (sRGB -> Lab);
 - topology: connected components and genus (from the Euler characteristic of the welded mesh);
 - time to mesh (model load + train + export) and peak memory from run.json.
@@ -95,10 +97,26 @@ def _primitive_on_grid(shape: str, angle_deg: float, centring: str) -> np.ndarra
     return primitive_occupancy(shape, _grid_points(), angle_deg, centring)
 
 
-def shape_iou(mesh, shape: str, centring: str = "volume") -> float:
-    """IoU of the mesh with a primitive at equal volume, both centred as `centring` says, best over turns about +Y."""
-    occ = mesh_occupancy(mesh, _grid_points(), _primitive_frame(shape)[1], centring)
+def best_iou(occ: np.ndarray, shape: str, centring: str = "volume") -> float:
+    """IoU of a mesh's occupancy (from mesh_occupancy, at the primitive's volume) with the primitive, best over turns."""
     return max(iou(occ, _primitive_on_grid(shape, a, centring)) for a in ROTATIONS_DEG)
+
+
+def elongation(occ: np.ndarray) -> float:
+    """Height over the square root of the largest horizontal cross-section, of an occupancy on the scoring grid.
+
+    Turns about +Y and the size leave it unchanged; stretching the shape vertically by s multiplies it by s.
+    """
+    layers = occ.reshape(GRID, GRID, GRID).sum(axis=(0, 2))  # occupied voxels per horizontal layer (axis 1 is y)
+    filled = np.nonzero(layers)[0]
+    if not len(filled):
+        return math.nan
+    return float(filled[-1] - filled[0] + 1) / math.sqrt(layers.max())  # both in voxels: the pitch cancels
+
+
+def proportion(occ: np.ndarray, shape: str) -> float:
+    """The mesh's elongation over the true primitive's: 1 when its height suits its width, 1.3 when 30 % too tall."""
+    return elongation(occ) / elongation(_primitive_on_grid(shape, 0, "volume"))
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -119,14 +137,16 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
     components = welded.split(only_watertight=False)
     euler = welded.euler_number
     genus = round((2 * len(components) - euler) / 2) if len(components) == 1 else None
-    ious, ious_bbox = ({s: shape_iou(welded, s, centring) for s in SHAPES} for centring in ("volume", "bbox"))
+    points = _grid_points()
+    occupancy = {(s, c): mesh_occupancy(welded, points, _primitive_frame(s)[1], c) for s in SHAPES for c in ("volume", "bbox")}
+    ious, ious_bbox = ({s: best_iou(occupancy[s, c], s, c) for s in SHAPES} for c in ("volume", "bbox"))
     mean_lab = srgb_to_lab(colors.mean(0))
     errors = {c: float(np.linalg.norm(mean_lab - srgb_to_lab(np.array(rgb)))) for c, rgb in COLORS.items()}
     return {"iou": ious[shape], "class": max(ious, key=ious.get),
             "iou_bbox": ious_bbox[shape], "class_bbox": max(ious_bbox, key=ious_bbox.get), "delta_e": errors[color],
             "color_class": min(errors, key=errors.get), "mean_rgb": colors.mean(0).round(3).tolist(),
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
-            "faces": len(mesh.faces)}
+            "proportion": proportion(occupancy[shape, "volume"], shape), "faces": len(mesh.faces)}
 
 
 def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path | None:
@@ -219,6 +239,36 @@ def summary(rows: list[dict]) -> str:
             f"max peak {max(r['peak'] for r in scored):.0f} MiB")
 
 
+def by_shape(rows: list[dict]) -> str:
+    """One line per shape: correct, mean IoU and median proportion over its scored rows (what the summary averages)."""
+    lines = []
+    for shape in SHAPES:
+        mine = [r for r in rows if r["prompt"].split()[-1] == shape]
+        scored = [r for r in mine if "iou" in r]
+        if not mine:
+            continue
+        props = [r["proportion"] for r in scored if "proportion" in r]
+        lines.append(f"  {shape:9} {sum(r['ok'] for r in mine)}/{len(mine)} correct"
+                     + (f", mean IoU {statistics.mean(r['iou'] for r in scored):.3f}" if scored else "")
+                     + (f", proportion {statistics.median(props):.2f}" if props else ""))
+    return "\n".join(lines)
+
+
+def rescore(rows: list[dict]) -> list[dict]:
+    """Score every row's kept mesh again with this scorer (new measures for old runs); time and memory are kept."""
+    out = []
+    for row in rows:
+        mesh_path = Path(row["run"]) / "result" / "model.ply"
+        if "iou" not in row or not mesh_path.exists():
+            out.append(row)
+            continue
+        _, color, shape = row["prompt"].split()
+        new = dict(row, **score_mesh(mesh_path, shape, color))
+        new["ok"] = is_correct(new)
+        out.append(new)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -227,13 +277,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the summary and contact sheet from OUT/results.json without running")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with --report-only: score the kept meshes again first (and rewrite results.json)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.json"
     if args.report_only:
         rows = json.loads(results.read_text())
+        if args.rescore:
+            rows = rescore(rows)
+            results.write_text(json.dumps(rows, indent=1))
         print(summary(rows))
+        print(by_shape(rows))
         contact_sheet(rows, args.out / "contact.png")
         print(f"contact sheet: {args.out / 'contact.png'}")
         return
@@ -243,7 +299,7 @@ def main() -> None:
         rows.append(row)
         results.write_text(json.dumps(rows, indent=1))  # after every prompt: a stopped run keeps its rows
 
-    print(f"{'prompt':22} seed  class     IoU   dE    comp genus  time_s  peak_MiB", flush=True)
+    print(f"{'prompt':22} seed  class     IoU   prop  dE    comp genus  time_s  peak_MiB", flush=True)
     # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
     for color in args.colors.split(","):
         for shape in args.shapes.split(","):
@@ -261,9 +317,10 @@ def main() -> None:
                          wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")))
                 s["ok"] = is_correct(s)
                 record(s)
-                print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['delta_e']:5.1f} {s['components']:4} "
+                print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['proportion']:5.2f} {s['delta_e']:5.1f} {s['components']:4} "
                       f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}", flush=True)
     print(summary(rows))
+    print(by_shape(rows))
     contact_sheet(rows, args.out / "contact.png")
     print(f"contact sheet: {args.out / 'contact.png'}")
 

@@ -35,6 +35,20 @@ def test_scorer_on_ground_truth(shape, color, tmp_path):
     s = score_mesh(_true_mesh(shape, color, tmp_path / "m.ply"), shape, color)
     assert s["class"] == shape and s["iou"] > 0.9 and s["delta_e"] < 1.0 and s["color_class"] == color
     assert s["components"] == 1 and s["genus_ok"]
+    assert abs(s["proportion"] - 1) < 0.05
+
+
+def test_scorer_measures_proportion(tmp_path):
+    # Stretched vertically by 1.3 (and turned, which must not matter), a true cylinder is 30 % too tall for its
+    # width; squashed by 0.8, 20 % too flat. Trained cylinders came out about 1.35.
+    path = _true_mesh("cylinder", "red", tmp_path / "m.ply")
+    for stretch in (1.3, 0.8):
+        mesh = trimesh.load(path, force="mesh")
+        mesh.apply_transform(trimesh.transformations.rotation_matrix(np.radians(20), [0, 1, 0]))
+        mesh.apply_scale([1.0, stretch, 1.0])
+        mesh.export(tmp_path / "stretched.ply")
+        s = score_mesh(tmp_path / "stretched.ply", "cylinder", "red")
+        assert abs(s["proportion"] - stretch) < 0.06, (stretch, s["proportion"])
 
 
 def test_scorer_is_not_thrown_off_by_a_lost_tip(tmp_path):
