@@ -240,7 +240,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def by_shape(rows: list[dict]) -> str:
-    """One line per shape: correct, mean IoU and median proportion over its scored rows (what the summary averages)."""
+    """One line per shape: how many are correct, their mean IoU and their median proportion."""
     lines = []
     for shape in SHAPES:
         mine = [r for r in rows if r["prompt"].split()[-1] == shape]

@@ -11,7 +11,7 @@ import torch
 import trimesh
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from fidelity import contact_sheet, render_mesh, run_prompt, score_mesh  # noqa: E402
+from fidelity import by_shape, contact_sheet, render_mesh, rescore, run_prompt, score_mesh  # noqa: E402
 
 from sds.prior.world import COLORS, sdf  # noqa: E402
 
@@ -57,6 +57,19 @@ def test_scorer_is_not_thrown_off_by_a_lost_tip(tmp_path):
     s = score_mesh(_true_mesh("cone", "red", tmp_path / "m.ply", y_max=0.41), "cone", "red")
     assert s["class"] == "cone" and s["iou"] > 0.88
     assert s["iou_bbox"] < s["iou"] - 0.08  # the bounding-box figure, kept for comparison, is the fragile one
+
+
+def test_rescore_scores_kept_meshes_again_and_keeps_the_rest(tmp_path):
+    run = tmp_path / "run"
+    (run / "result").mkdir(parents=True)
+    _true_mesh("cone", "red", run / "result" / "model.ply")
+    stale = {"prompt": "a red cone", "seed": 0, "run": str(run), "iou": 0.1, "class": "sphere", "ok": False,
+             "time": 123.0, "peak": 456.0}
+    failed = {"prompt": "a red cube", "seed": 0, "ok": False, "run": str(tmp_path / "missing")}
+    new = rescore([stale, failed])
+    assert new[0]["class"] == "cone" and new[0]["iou"] > 0.9 and new[0]["ok"] and "proportion" in new[0]
+    assert new[0]["time"] == 123.0 and new[0]["peak"] == 456.0 and new[1] == failed
+    assert "cone      1/1 correct" in by_shape(new) and "cube      0/1 correct" in by_shape(new)
 
 
 def test_scorer_rejects_wrong_shape_and_colour(tmp_path):
