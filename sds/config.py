@@ -96,6 +96,11 @@ class CameraConfig:
     front_half_width_deg: float = 45.0
     back_half_width_deg: float = 45.0
     overhead_elevation_deg: float = 60.0
+    low_view_fraction: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Share of each batch's views (rounded to whole views) drawn from low_elevation_range_deg instead: only
+    cameras near or below the horizon see a shape's underside, so only they can carve what the round start
+    blob leaves under a base (docs/tuning.md, sweep 8)."""
+    low_elevation_range_deg: tuple[float, float] = (-10.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -428,6 +433,10 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(c.batch_size > 0, "camera.batch_size", "must be positive")
     _check_range(c.radius_range, "camera.radius_range", 1e-3, 1e3)
     _check_range(c.elevation_range_deg, "camera.elevation_range_deg", -90, 90)
+    _check_range(c.low_elevation_range_deg, "camera.low_elevation_range_deg", -90, 90)
+    low = c.low_view_fraction
+    _check(0 <= low.start <= 1 and 0 <= low.end <= 1, "camera.low_view_fraction", "must be in [0, 1]")
+    _check(low.end_step >= low.start_step >= 0, "camera.low_view_fraction", "need 0 <= start_step <= end_step")
     _check_range(c.fov_range_deg, "camera.fov_range_deg", 1, 179)
     _check(c.radius_range[0] > cfg.field.bound * 3**0.5, "camera.radius_range",
            f"cameras must stay outside the scene cube (radius > {cfg.field.bound * 3**0.5:.2f})")

@@ -108,7 +108,9 @@ def sample_views(trainer: Trainer) -> tuple[Cameras, torch.Tensor, list[str]]:
     """A batch of random training cameras (on the field's device), light positions [B, 3] and view labels."""
     c = trainer.cfg.camera
     gen = trainer.generator
-    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
+    low_views = round(c.low_view_fraction.at(trainer.step) * c.batch_size)
+    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen,
+                                low_views=low_views, low_elevation_range_deg=c.low_elevation_range_deg)
     cams = cams.to(trainer.field_device)
     light = sample_light_positions(cams, c.light_jitter_deg, gen)
     labels = [view_label(float(a), float(e), c.front_half_width_deg, c.back_half_width_deg, c.overhead_elevation_deg)

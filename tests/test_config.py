@@ -113,6 +113,10 @@ def test_density_tv_needs_a_grid_field():
     ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be positive"),
     ("render.normal_gradient_scale=1.5", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
     ("render.normal_gradient_scale=-0.1", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
+    ("camera.low_view_fraction=1.5", "^camera.low_view_fraction: must be in \\[0, 1\\]"),
+    ('camera.low_view_fraction={"start":0,"end":0.25,"start_step":200,"end_step":100}',
+     "^camera.low_view_fraction: need 0 <= start_step <= end_step"),
+    ("camera.low_elevation_range_deg=[0,-10]", "^camera.low_elevation_range_deg: need -90 <= low <= high <= 90"),
 ])
 def test_optim_and_render_option_ranges_are_checked(override, words):
     with pytest.raises(ConfigError, match=words):
