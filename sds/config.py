@@ -99,7 +99,7 @@ class CameraConfig:
     low_view_fraction: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Share of each batch's views (rounded to whole views) drawn from low_elevation_range_deg instead: only
     cameras near or below the horizon see a shape's underside, so only they can carve what the round start
-    blob leaves under a base (docs/tuning.md, sweep 8)."""
+    blob leaves under a base (docs/tuning.md, sweeps 8 and 9: 0.25 shortens cylinders but rounds off cubes)."""
     low_elevation_range_deg: tuple[float, float] = (-10.0, 0.0)
 
 
