@@ -411,6 +411,10 @@ def _check_range(pair: tuple[float, float], key: str, lo: float, hi: float) -> N
     _check(lo <= pair[0] <= pair[1] <= hi, key, f"need {lo} <= low <= high <= {hi}, got {list(pair)}")
 
 
+def _check_ramp_steps(ramp: Ramp, key: str) -> None:
+    _check(ramp.end_step >= ramp.start_step >= 0, key, "need 0 <= start_step <= end_step")
+
+
 def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     """Range checks that types alone cannot express."""
     if require_prompt:
@@ -436,7 +440,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check_range(c.low_elevation_range_deg, "camera.low_elevation_range_deg", -90, 90)
     low = c.low_view_fraction
     _check(0 <= low.start <= 1 and 0 <= low.end <= 1, "camera.low_view_fraction", "must be in [0, 1]")
-    _check(low.end_step >= low.start_step >= 0, "camera.low_view_fraction", "need 0 <= start_step <= end_step")
+    _check_ramp_steps(low, "camera.low_view_fraction")
     _check_range(c.fov_range_deg, "camera.fov_range_deg", 1, 179)
     _check(c.radius_range[0] > cfg.field.bound * 3**0.5, "camera.radius_range",
            f"cameras must stay outside the scene cube (radius > {cfg.field.bound * 3**0.5:.2f})")
@@ -473,7 +477,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv"):
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
-        _check(ramp.end_step >= ramp.start_step >= 0, f"reg.{name}", "need 0 <= start_step <= end_step")
+        _check_ramp_steps(ramp, f"reg.{name}")
     orientation = cfg.reg.orientation
     _check(r.normal_gradient_scale > 0 or max(orientation.start, orientation.end) == 0, "reg.orientation",
            "penalises normals, which reach the density only with render.normal_gradient_scale > 0; set one of them")

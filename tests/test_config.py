@@ -116,6 +116,8 @@ def test_density_tv_needs_a_grid_field():
     ("camera.low_view_fraction=1.5", "^camera.low_view_fraction: must be in \\[0, 1\\]"),
     ('camera.low_view_fraction={"start":0,"end":0.25,"start_step":200,"end_step":100}',
      "^camera.low_view_fraction: need 0 <= start_step <= end_step"),
+    ('reg.opacity_entropy={"start":0,"end":1,"start_step":5,"end_step":1}',
+     "^reg.opacity_entropy: need 0 <= start_step <= end_step"),
     ("camera.low_elevation_range_deg=[0,-10]", "^camera.low_elevation_range_deg: need -90 <= low <= high <= 90"),
 ])
 def test_optim_and_render_option_ranges_are_checked(override, words):
