@@ -123,6 +123,17 @@ class FieldConfig:
     hash_max_resolution: int = 128
     hidden_dim: int = 32
     """Width of the MLP heads (hashgrid)."""
+    geometry: Literal["density", "sdf"] = "density"
+    """What channel 0 of the field holds. "density": a density logit, started from the fog ball blob_density /
+    blob_radius, made crisp by reg.opacity_entropy. "sdf": a signed distance (times sdf_scale) added to a start
+    sphere of radius blob_radius, turned into density by VolSDF's Laplace CDF with scale sdf_beta: the surface
+    is crisp from the first step and moves continuously, where an entropy-crisp density can only grow or erode
+    voxel by voxel (docs/tuning.md, sweep 10). Normals are then the distance's gradient."""
+    sdf_beta: float = 0.02
+    """Laplace scale (world units) of the sdf geometry: density 1 / sdf_beta inside, half that on the surface."""
+    sdf_scale: float = 0.2
+    """World units per unit of the sdf channel: Adam moves each parameter about lr_grid per step, so this sets
+    how far (lr_grid * sdf_scale) a surface can move in one step."""
     density_activation: Literal["softplus", "exp"] = "exp"
     """exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
     softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
@@ -203,6 +214,9 @@ class RegularizerConfig:
     density_tv: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Total variation of the grid's density logits (grid field only): mean squared difference between
     neighbouring voxels. Smooths voxel-scale bumps, which shade as speckle the prior reads as noise."""
+    eikonal: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Eikonal penalty mean((|grad d| - 1)^2) over the grid's voxels (field.geometry sdf, grid field only): keeps
+    the sdf channel a distance, so sdf_beta means the same surface width everywhere."""
 
 
 @dataclass(frozen=True)
@@ -455,6 +469,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(f.blob_radius > 0 and f.blob_density >= 0, "field.blob_radius", "blob radius > 0, blob density >= 0")
     _check(0 <= f.init_noise <= 10, "field.init_noise", "must be in [0, 10]")
     _check(f.normal_eps > 0, "field.normal_eps", "must be positive")
+    _check(f.sdf_beta > 0, "field.sdf_beta", "must be positive")
+    _check(f.sdf_scale > 0, "field.sdf_scale", "must be positive")
     r = cfg.render
     _check(8 <= r.resolution <= 1024, "render.resolution", "must be in [8, 1024]")
     _check(2 <= r.samples_per_ray <= 1024, "render.samples_per_ray", "must be in [2, 1024]")
@@ -474,7 +490,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",
            "needs field.kind grid (a hash grid shares its features between density and albedo); "
            "set optim.freeze_density_from=null")
-    for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv"):
+    for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv", "eikonal"):
         ramp = getattr(cfg.reg, name)
         _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
         _check_ramp_steps(ramp, f"reg.{name}")
@@ -484,6 +500,9 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     tv = cfg.reg.density_tv
     _check(cfg.field.kind == "grid" or max(tv.start, tv.end) == 0, "reg.density_tv",
            "needs field.kind grid (a hash grid has no voxel neighbours)")
+    eikonal = cfg.reg.eikonal
+    _check(max(eikonal.start, eikonal.end) == 0 or (cfg.field.kind == "grid" and cfg.field.geometry == "sdf"),
+           "reg.eikonal", "needs field.geometry sdf and field.kind grid (it keeps the grid's sdf channel a distance)")
     e = cfg.export
     _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
     _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")

@@ -139,6 +139,9 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     tv_weight = r.density_tv.at(step)
     if tv_weight > 0:  # the grid's TV is computed only when asked for (an extra pass over the summed grid)
         loss = loss + tv_weight * trainer.field.density_tv()
+    eikonal_weight = r.eikonal.at(step)
+    if eikonal_weight > 0:
+        loss = loss + eikonal_weight * trainer.field.eikonal()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at step {step}")
     trainer.optimizer.zero_grad(set_to_none=True)

@@ -106,7 +106,19 @@ def test_density_tv_needs_a_grid_field():
     assert load_config(None, ["reg.density_tv=1"], prompt="a red cube").reg.density_tv.end == 1
 
 
+def test_eikonal_needs_an_sdf_grid_field():
+    for extra in ([], ["field.geometry=sdf", "field.kind=hashgrid"]):
+        with pytest.raises(ConfigError, match="^reg.eikonal: needs field.geometry sdf and field.kind grid"):
+            load_config(None, [*extra, "reg.eikonal=0.1"], prompt="a red cube")
+    cfg = load_config(None, ["field.geometry=sdf", "reg.eikonal=0.1"], prompt="a red cube")
+    assert cfg.field.geometry == "sdf" and cfg.reg.eikonal.end == 0.1
+    with pytest.raises(ConfigError, match="^field.geometry: "):
+        load_config(None, ["field.geometry=mesh"], prompt="a red cube")
+
+
 @pytest.mark.parametrize("override,words", [
+    ("field.sdf_beta=0", "^field.sdf_beta: must be positive"),
+    ("field.sdf_scale=-1", "^field.sdf_scale: must be positive"),
     ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),

@@ -163,6 +163,22 @@ def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, t
     assert torch.equal(grid0, grid1)
 
 
+def test_eikonal_term_straightens_the_sdf_in_a_training_step(tiny_pixel_model, tmp_path):
+    from sds.guidance.sds import SDSOutput
+    from sds.train import train_step
+
+    def silent(rgb, labels, step, total, gen):  # no SDS gradient: only the regularisers move the field
+        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
+
+    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "reg.eikonal=1",
+                                "reg.opacity_entropy=0"), torch.device("cpu"))
+    with torch.no_grad():
+        trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
+    before = trainer.field.eikonal().item()
+    train_step(trainer, silent)
+    assert trainer.field.eikonal().item() < before
+
+
 def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
     from sds.train import train_step
 

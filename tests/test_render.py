@@ -250,3 +250,48 @@ def test_normal_gradient_scale_scales_only_the_gradient_through_the_normals():
     assert torch.allclose(grad_detached, grad_reference, atol=1e-7)
     assert not torch.allclose(grad_detached, grad_full, atol=1e-4)  # the normals did carry a gradient
     assert torch.allclose(grad_half, (grad_reference + grad_full) / 2, atol=1e-6)
+
+
+def test_laplace_density_of_a_signed_distance():
+    from sds.field.nerf import laplace_density
+
+    beta = 0.05
+    sdf = torch.tensor([-10.0, -0.1, 0.0, 0.1, 10.0])
+    expected = torch.tensor([1.0, 1 - 0.5 * math.exp(-2), 0.5, 0.5 * math.exp(-2), 0.0]) / beta
+    assert torch.allclose(laplace_density(sdf, beta), expected, atol=1e-6)
+
+
+def test_sdf_field_starts_as_a_crisp_sphere_with_radial_normals():
+    from sds.field.nerf import GridField
+
+    beta, radius = 0.02, 0.5
+    field = GridField(FieldConfig(geometry="sdf", sdf_beta=beta, blob_radius=radius))
+    d = field.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, radius, 0.0], [radius + 0.1, 0.0, 0.0]]))
+    assert torch.allclose(d, torch.tensor([1 / beta, 0.5 / beta, 0.5 * math.exp(-0.1 / beta) / beta]), rtol=1e-4)
+    # Normals come from the distance, so they are radial inside and outside the thin band alike.
+    points = torch.tensor([[0.2, 0.0, 0.0], [0.0, -0.7, 0.0], [0.3, 0.3, -0.3]])
+    assert torch.allclose(field.normals(points), points / points.norm(dim=-1, keepdim=True), atol=1e-4)
+    # A ray through the centre crosses 2 * radius of density 1 / beta: opaque. One passing 0.1 outside meets
+    # only the Laplace tail 0.5 exp(-d / beta) / beta, d = sqrt(0.6^2 + s^2) - 0.5 along it: integrate that.
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, radius + 0.1, 3.0]])
+    dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    out = render_rays_torch(field, origins, dirs, origins, 512, "albedo", 0.35, perturb=False)
+    s = torch.linspace(-1, 1, 20001, dtype=torch.float64)
+    tail = 0.5 * torch.exp(-((0.6**2 + s**2).sqrt() - radius) / beta) / beta
+    expected = 1 - math.exp(-float(torch.trapezoid(tail, s)))
+    assert out["opacity"][0] > 0.999
+    assert float(out["opacity"][1]) == pytest.approx(expected, rel=0.02) and 0.03 < expected < 0.06
+
+
+def test_eikonal_is_zero_for_a_distance_and_one_for_twice_a_distance():
+    from sds.field.nerf import GridField
+
+    field = GridField(FieldConfig(geometry="sdf", grid_resolution=24, coarse_resolutions=(8,), sdf_scale=0.5))
+    assert field.eikonal().item() < 0.01  # the start sphere is a distance (off only at the voxels by the centre)
+    axis = torch.linspace(-1, 1, 24)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    with torch.no_grad():  # channel 0 adds the start sphere's distance again: d doubles, |grad d| = 2
+        field.grid[0, 0] = field.start_sphere_sdf(torch.stack([x, y, z], -1)) / 0.5
+    assert field.eikonal().item() == pytest.approx(1.0, abs=0.02)
+    field.eikonal().backward()
+    assert field.coarse[0].grad[0, 0].abs().sum() > 0  # the penalty reaches the coarse level too

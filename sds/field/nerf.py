@@ -1,4 +1,4 @@
-"""NeRF fields: density (with a centred blob so training starts from a ball) and albedo.
+"""NeRF fields: density (from a logit with a centred fog ball, or from a signed distance) and albedo.
 
 Two kinds behind one interface (``query`` / ``density`` / ``albedo`` / ``param_groups``):
 - ``GridField``: a dense voxel grid of 4 channels read with trilinear ``grid_sample`` (cheap on CPU);
@@ -19,6 +19,16 @@ from sds.field.encoding import HashGridEncoding
 log = logging.getLogger(__name__)
 
 
+def laplace_density(sdf: torch.Tensor, beta: float) -> torch.Tensor:
+    """VolSDF's density from a signed distance (negative inside): Laplace CDF of -sdf with scale beta, over beta.
+
+    1 / beta deep inside, 0.5 / beta on the surface, 0.5 exp(-sdf / beta) / beta outside."""
+    s = sdf / beta
+    inside = 1 - 0.5 * torch.exp(s.clamp(max=0))
+    outside = 0.5 * torch.exp(-s.clamp(min=0))
+    return torch.where(s <= 0, inside, outside) / beta
+
+
 class NeRFField(nn.Module):
     """Base: subclasses return raw [N, 4] (density logit, 3 albedo logits) from ``raw(points)``."""
 
@@ -35,6 +45,14 @@ class NeRFField(nn.Module):
         r = points.pow(2).sum(-1).sqrt()
         return self.cfg.blob_density * (1 - r / self.cfg.blob_radius)
 
+    def start_sphere_sdf(self, points: torch.Tensor) -> torch.Tensor:
+        """[N] signed distance to the start sphere of the sdf geometry (radius blob_radius)."""
+        return points.pow(2).sum(-1).sqrt() - self.cfg.blob_radius
+
+    def signed_distance(self, raw_channel: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """[N] the sdf geometry's distance: the field's channel 0 (scaled) plus the start sphere."""
+        return self.cfg.sdf_scale * raw_channel + self.start_sphere_sdf(points)
+
     def activate_density(self, logit: torch.Tensor) -> torch.Tensor:
         if self.cfg.density_activation == "exp":
             return torch.exp(logit.clamp(max=15))
@@ -43,7 +61,10 @@ class NeRFField(nn.Module):
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points [N, 3] (world) -> density [N] (>= 0, per world unit), albedo [N, 3] in [0, 1]."""
         raw = self.raw(points)
-        density = self.activate_density(raw[:, 0] + self.blob(points))
+        if self.cfg.geometry == "sdf":
+            density = laplace_density(self.signed_distance(raw[:, 0], points), self.cfg.sdf_beta)
+        else:
+            density = self.activate_density(raw[:, 0] + self.blob(points))
         inside = (points.abs() <= self.bound).all(-1)
         return density * inside, torch.sigmoid(raw[:, 1:])
 
@@ -54,13 +75,19 @@ class NeRFField(nn.Module):
         return self.query(points)[1]
 
     def normals(self, points: torch.Tensor) -> torch.Tensor:
-        """[N, 3] unit normals: minus the normalised density gradient, by central differences."""
+        """[N, 3] unit normals by central differences: the normalised gradient of the signed distance (sdf
+        geometry) or minus that of the density. A crisp sdf density is flat inside and outside its thin band,
+        so its own gradient would give random normals wherever a sample misses the band."""
         eps = self.cfg.normal_eps
         offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
         shifted = torch.cat([points + offsets[:, None] * s for s in (1, -1)]).reshape(-1, 3)  # [6N, 3]
-        d = self.density(shifted).reshape(2, 3, -1)
+        if self.cfg.geometry == "sdf":
+            outward = self.signed_distance(self.raw(shifted)[:, 0], shifted)
+        else:
+            outward = -self.density(shifted)
+        d = outward.reshape(2, 3, -1)
         grad = (d[0] - d[1]).T / (2 * eps)  # [N, 3]
-        return -grad / grad.pow(2).sum(-1, keepdim=True).add(1e-12).sqrt()
+        return grad / grad.pow(2).sum(-1, keepdim=True).add(1e-12).sqrt()
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
         raise NotImplementedError
@@ -99,6 +126,17 @@ class GridField(NeRFField):
         """Mean squared difference of the density logit between neighbouring voxels of the summed grid."""
         logit = self.full_grid()[0, 0]
         return sum(torch.diff(logit, dim=d).pow(2).mean() for d in range(3)) / 3
+
+    def eikonal(self) -> torch.Tensor:
+        """mean((|grad d| - 1)^2) of the sdf geometry's distance over the voxel lattice (forward differences)."""
+        r = self.grid.shape[-1]
+        axis = torch.linspace(-self.bound, self.bound, r, device=self.grid.device)
+        lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)  # [z, y, x] order as the grid
+        d = self.signed_distance(self.full_grid()[0, 0], lattice.flip(-1))
+        h = 2 * self.bound / (r - 1)
+        grads = [torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1) / h for k in range(3)]
+        norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()
+        return (norm - 1).pow(2).mean()
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
         return [{"params": [self.grid, *self.coarse], "lr": cfg.lr_grid, "name": "grid"}]
