@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -285,6 +286,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _number(value: Any) -> Any:
+    """PyYAML follows YAML 1.1, which reads 1e-6 (no dot) as text: take such text as the number it spells."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against type `tp`, converting YAML forms (list -> tuple, int -> float, number -> Ramp)."""
     origin = typing.get_origin(tp)
@@ -316,6 +327,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if tp is Ramp:
+        value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return constant(float(value))
         if isinstance(value, Ramp):
@@ -332,6 +344,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -65,6 +65,19 @@ def test_ramp_endpoints_and_yaml_forms():
     assert cfg.reg.opacity_entropy.at(2) == 1.0
 
 
+def test_numbers_with_an_exponent_but_no_dot_are_numbers(tmp_path):
+    # PyYAML reads 1e-3 (YAML 1.1) as text; a user typing it means the number, in an override or a file.
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr_grid: 3e-2\nreg:\n  opacity_entropy: {start: 0, end: 1E+3, end_step: 4}\n")
+    cfg = load_config(path, ["guidance.guidance_scale=5e1", "reg.orientation=1e-3"], prompt="x")
+    assert cfg.optim.lr_grid == 0.03 and cfg.guidance.guidance_scale == 50.0
+    assert cfg.reg.orientation == Ramp(0.001, 0.001) and cfg.reg.opacity_entropy.end == 1000.0
+    with pytest.raises(ConfigError, match="^optim.lr_grid: expected a number, got '3e-2x'"):
+        load_config(None, ["optim.lr_grid=3e-2x"], prompt="x")
+    with pytest.raises(ConfigError, match="^steps: expected an integer"):  # integers stay integers
+        load_config(None, ["steps=1e3"], prompt="x")
+
+
 def test_saved_config_has_no_class_paths():
     text = to_yaml(RunConfig(prompt="a red cube"))
     assert "!!python" not in text and "sds." not in text
