@@ -135,6 +135,10 @@ class FieldConfig:
     sdf_scale: float = 0.2
     """World units per unit of the sdf channel: Adam moves each parameter about lr_grid per step, so this sets
     how far (lr_grid * sdf_scale) a surface can move in one step."""
+    redistance_every: int = 0
+    """Every this many steps (0: never), reset the sdf geometry's channel to the true distance to its own
+    surface (grid field only). SDS is as happy with a fog near d = 0 as with a surface; the fog meshes into
+    handles and holes, and resetting the distance removes it while the surface stays put (docs/tuning.md)."""
     density_activation: Literal["softplus", "exp"] = "exp"
     """exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
     softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
@@ -516,6 +520,9 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     eikonal = cfg.reg.eikonal
     _check(max(eikonal.start, eikonal.end) == 0 or (cfg.field.kind == "grid" and cfg.field.geometry == "sdf"),
            "reg.eikonal", "needs field.geometry sdf and field.kind grid (it keeps the grid's sdf channel a distance)")
+    _check(f.redistance_every >= 0, "field.redistance_every", "must be >= 0 (0: never)")
+    _check(f.redistance_every == 0 or (f.kind == "grid" and f.geometry == "sdf"), "field.redistance_every",
+           "needs field.geometry sdf and field.kind grid (it rewrites the grid's sdf channel)")
     e = cfg.export
     _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
     _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")

@@ -161,6 +161,11 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
             for logits, saved in zip(trainer.field.density_logits(), kept):
                 logits.copy_(saved)
     trainer.step += 1
+    every = cfg.field.redistance_every
+    if every and trainer.step % every == 0 and not freeze:
+        if not trainer.field.redistance():
+            log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
+                        trainer.step)
     trainer.renderer.update(trainer.step)
     return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}
 

@@ -129,9 +129,19 @@ def test_eikonal_needs_an_sdf_grid_field():
         load_config(None, ["field.geometry=mesh"], prompt="a red cube")
 
 
+def test_redistancing_needs_an_sdf_grid_field():
+    for extra in ([], ["field.geometry=sdf", "field.kind=hashgrid"]):
+        with pytest.raises(ConfigError, match="^field.redistance_every: needs field.geometry sdf and field.kind grid"):
+            load_config(None, [*extra, "field.redistance_every=25"], prompt="a red cube")
+    assert load_config(None, ["field.geometry=sdf", "field.redistance_every=25"],
+                       prompt="a red cube").field.redistance_every == 25
+    assert load_config(None, [], prompt="a red cube").field.redistance_every == 0  # off by default
+
+
 @pytest.mark.parametrize("override,words", [
     ("field.sdf_beta=0", "^field.sdf_beta: must be positive"),
     ("field.sdf_scale=-1", "^field.sdf_scale: must be positive"),
+    ("field.redistance_every=-1", "^field.redistance_every: must be >= 0"),
     ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),

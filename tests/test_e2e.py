@@ -179,6 +179,26 @@ def test_eikonal_term_straightens_the_sdf_in_a_training_step(tiny_pixel_model, t
     assert trainer.field.eikonal().item() < before
 
 
+def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
+    from sds.guidance.sds import SDSOutput
+    from sds.train import train_step
+
+    def silent(rgb, labels, step, total, gen):  # no SDS gradient: the field moves only by redistancing
+        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
+
+    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
+                                "reg.opacity_entropy=0"), torch.device("cpu"))
+    field = trainer.field
+    with torch.no_grad():  # twice the start sphere's distance: the same surface, |grad d| = 2
+        field.grid[0, 0] = field.start_sphere_sdf(field.lattice) / field.cfg.sdf_scale
+    eikonal = [field.eikonal().item()]
+    for _ in range(2):
+        train_step(trainer, silent)
+        eikonal.append(field.eikonal().item())
+    assert eikonal[0] == pytest.approx(1.0, abs=0.05) and eikonal[1] == pytest.approx(eikonal[0], abs=0.05)
+    assert eikonal[2] < 0.02  # reset after step 2, not after step 1
+
+
 def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
     from sds.train import train_step
 

@@ -7,8 +7,10 @@ Two kinds behind one interface (``query`` / ``density`` / ``albedo`` / ``param_g
 
 from __future__ import annotations
 
+import itertools
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -103,6 +105,9 @@ class GridField(NeRFField):
             log.info("coarse grid levels %s are not coarser than grid_resolution %d: left out",
                      [c for c in cfg.coarse_resolutions if c >= r], r)
         self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in levels])
+        axis = torch.linspace(-self.bound, self.bound, r)
+        lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).flip(-1)  # [z, y, x, (x, y, z)]
+        self.register_buffer("lattice", lattice, persistent=False)
         if cfg.init_noise > 0:  # from torch's global generator, which make_trainer seeds with the run seed
             coarsest = min(self.coarse, key=lambda g: g.shape[-1]) if levels else self.grid
             with torch.no_grad():
@@ -127,16 +132,72 @@ class GridField(NeRFField):
         logit = self.full_grid()[0, 0]
         return sum(torch.diff(logit, dim=d).pow(2).mean() for d in range(3)) / 3
 
+    @property
+    def voxel_size(self) -> float:
+        return 2 * self.bound / (self.grid.shape[-1] - 1)
+
+    def lattice_distance(self) -> torch.Tensor:
+        """[r, r, r] the sdf geometry's distance at the voxels (indexed z, y, x like the grid)."""
+        return self.signed_distance(self.full_grid()[0, 0], self.lattice)
+
     def eikonal(self) -> torch.Tensor:
         """mean((|grad d| - 1)^2) of the sdf geometry's distance over the voxel lattice (forward differences)."""
-        r = self.grid.shape[-1]
-        axis = torch.linspace(-self.bound, self.bound, r, device=self.grid.device)
-        lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)  # [z, y, x] order as the grid
-        d = self.signed_distance(self.full_grid()[0, 0], lattice.flip(-1))
-        h = 2 * self.bound / (r - 1)
-        grads = [torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1) / h for k in range(3)]
+        d = self.lattice_distance()
+        r = d.shape[-1]
+        grads = [torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1) / self.voxel_size
+                 for k in range(3)]
         norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()
         return (norm - 1).pow(2).mean()
+
+    @torch.no_grad()
+    def redistance(self) -> bool:
+        """Make the sdf geometry's channel a true distance to its own zero level set again (|grad d| = 1).
+
+        SDS drives the distance towards whatever renders right, and a flat plateau near 0 inside renders as
+        opaque as a surface: a fog that meshes into handles (docs/tuning.md, sweep 10). The eikonal penalty is
+        too weak to undo that at weights that leave the shape alone. Resetting the distance keeps the surface
+        and drops the plateau. Voxels next to the surface keep their sub-voxel crossing (d / |grad d|); every
+        other voxel gets its distance to the surface point closest to the nearest such voxel (its foot). The result goes into the fine level,
+        so the coarse levels keep their values. Returns False (and changes nothing) when the lattice has no
+        surface: all inside or all outside."""
+        from scipy.ndimage import distance_transform_edt
+
+        h = self.voxel_size
+        d = self.lattice_distance().double().cpu().numpy()
+        inside = d < 0
+        band = np.zeros_like(inside)
+        for axis in range(3):  # voxels with a 6-neighbour on the other side of the surface
+            lo, hi = [slice(None)] * 3, [slice(None)] * 3
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            crossing = inside[tuple(lo)] != inside[tuple(hi)]
+            band[tuple(lo)] |= crossing
+            band[tuple(hi)] |= crossing
+        if not band.any():
+            return False
+        grad = np.stack(np.gradient(d, h))  # [3 (z, y, x), r, r, r]
+        slope = np.sqrt((grad**2).sum(0))
+        near = np.clip(d / np.maximum(slope, 1e-6), -h, h)  # the surface is less than a voxel from a band voxel
+        # Each band voxel's closest surface point (its foot), in voxel units: step back along the normal.
+        voxel = np.indices(d.shape, dtype=np.float64)
+        foot = voxel - near / h * grad / np.maximum(slope, 1e-6)
+        _, owner = distance_transform_edt(~band, return_indices=True)  # the nearest band voxel of every voxel
+        distance2 = ((voxel - foot[(slice(None), *owner)]) ** 2).sum(0)
+        # The nearest band voxel's foot need not be the nearest foot (ties, slanted surfaces): offer every voxel
+        # its neighbours' feet too. np.roll wraps at the border, but any foot is a surface point, so taking the
+        # closest one found can only make the distance more exact.
+        for shift in itertools.product((-1, 0, 1), repeat=3):
+            if any(shift):
+                candidate = np.roll(owner, shift, axis=(1, 2, 3))
+                candidate2 = ((voxel - foot[(slice(None), *candidate)]) ** 2).sum(0)
+                closer = candidate2 < distance2
+                owner = np.where(closer, candidate, owner)
+                distance2 = np.where(closer, candidate2, distance2)
+        distance = h * np.sqrt(distance2)
+        new = np.where(band, near, np.where(inside, -distance, distance))
+        new = torch.from_numpy(new).to(self.grid)
+        coarse = self.full_grid()[0, 0] - self.grid[0, 0]
+        self.grid[0, 0] = (new - self.start_sphere_sdf(self.lattice)) / self.cfg.sdf_scale - coarse
+        return True
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
         return [{"params": [self.grid, *self.coarse], "lr": cfg.lr_grid, "name": "grid"}]
