@@ -142,6 +142,7 @@ def test_redistancing_needs_an_sdf_grid_field():
     ("field.sdf_beta=0", "^field.sdf_beta: must be positive"),
     ("field.sdf_scale=-1", "^field.sdf_scale: must be positive"),
     ("field.redistance_every=-1", "^field.redistance_every: must be >= 0"),
+    ("field.redistance_blur_voxels=5", "^field.redistance_blur_voxels: must be in \\[0, 4\\]"),
     ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),

@@ -297,13 +297,18 @@ def test_eikonal_is_zero_for_a_distance_and_one_for_twice_a_distance():
     assert field.coarse[0].grad[0, 0].abs().sum() > 0  # the penalty reaches the coarse level too
 
 
-def _edge_crossings(d: torch.Tensor) -> torch.Tensor:
-    """Where the zero level set crosses each lattice edge with a sign change (fraction of a voxel, linear)."""
-    out = []
+def _edge_crossings(d: torch.Tensor, lattice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the zero level set crosses each lattice edge with a sign change: the fraction of the edge (linear
+    interpolation) and the point."""
+    fractions, points = [], []
     for k in range(3):
         a, b = d.narrow(k, 0, d.shape[k] - 1), d.narrow(k, 1, d.shape[k] - 1)
-        out.append((a / (a - b))[(a < 0) != (b < 0)])
-    return torch.cat(out)
+        crossing = (a < 0) != (b < 0)
+        t = a[crossing] / (a - b)[crossing]
+        start, end = lattice.narrow(k, 0, d.shape[k] - 1)[crossing], lattice.narrow(k, 1, d.shape[k] - 1)[crossing]
+        fractions.append(t)
+        points.append(start + t[:, None] * (end - start))
+    return torch.cat(fractions), torch.cat(points)
 
 
 def test_redistance_keeps_the_surface_and_restores_a_distance():
@@ -324,12 +329,37 @@ def test_redistance_keeps_the_surface_and_restores_a_distance():
     after = field.lattice_distance().detach()
     assert torch.equal(after < 0, before < 0)  # every voxel stays on its side
     # The surface stays put to a hundredth of a voxel: not snapped to voxel centres or to half-way between.
-    assert (_edge_crossings(after) - _edge_crossings(before)).abs().max() < 0.02
+    assert (_edge_crossings(after, p)[0] - _edge_crossings(before, p)[0]).abs().max() < 0.02
     # |grad d| = 1 again, and d is the distance to the sphere within a few hundredths of a voxel on average.
     assert field.eikonal().item() < 0.004
     error = (after - true).abs() / h
     assert error.mean() < 0.06 and error.max() < 0.4
     assert torch.equal(field.grid[0, 1:], albedo) and torch.equal(field.coarse[0], coarse_level)
+
+
+def test_redistance_blur_smooths_bumps_and_barely_moves_a_sphere():
+    from sds.field.nerf import GridField
+
+    def crossing_radii(field: GridField) -> torch.Tensor:
+        return _edge_crossings(field.lattice_distance().detach(), field.lattice)[1].norm(dim=-1)
+
+    spread = {}
+    for blur in (0.0, 1.0):
+        field = GridField(FieldConfig(geometry="sdf", grid_resolution=32, coarse_resolutions=(),
+                                      redistance_blur_voxels=blur))
+        p, h = field.lattice, field.voxel_size
+        wave = 2 * math.pi / (4 * h)  # bumps of half a voxel, four voxels apart, on a sphere of radius 0.45
+        bumps = 0.5 * h * torch.sin(wave * p[..., 0]) * torch.sin(wave * p[..., 1]) * torch.sin(wave * p[..., 2])
+        with torch.no_grad():
+            field.grid[0, 0] = (p.norm(dim=-1) - 0.45 + bumps - field.start_sphere_sdf(p)) / field.cfg.sdf_scale
+        before = crossing_radii(field)
+        field.redistance()
+        after = crossing_radii(field)
+        spread[blur] = (before.std() / h, after.std() / h)
+        if blur:  # inward by about (blur h)^2 / R = 0.14 voxels
+            assert -0.25 < (after.mean() - before.mean()) / h < -0.05
+    assert spread[0.0][0] > 0.1 and spread[0.0][1] > 0.8 * spread[0.0][0]  # no blur: the bumps stay
+    assert spread[1.0][1] < 0.2 * spread[1.0][0]
 
 
 def test_redistance_without_a_surface_changes_nothing():

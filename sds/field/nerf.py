@@ -160,10 +160,12 @@ class GridField(NeRFField):
         other voxel gets its distance to the surface point closest to the nearest such voxel (its foot). The result goes into the fine level,
         so the coarse levels keep their values. Returns False (and changes nothing) when the lattice has no
         surface: all inside or all outside."""
-        from scipy.ndimage import distance_transform_edt
+        from scipy.ndimage import distance_transform_edt, gaussian_filter
 
         h = self.voxel_size
         d = self.lattice_distance().double().cpu().numpy()
+        if self.cfg.redistance_blur_voxels > 0:  # damps bumps a few voxels wide and pinches off thin handles
+            d = gaussian_filter(d, self.cfg.redistance_blur_voxels, mode="nearest")
         inside = d < 0
         band = np.zeros_like(inside)
         for axis in range(3):  # voxels with a 6-neighbour on the other side of the surface
