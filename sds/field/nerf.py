@@ -157,9 +157,10 @@ class GridField(NeRFField):
         opaque as a surface: a fog that meshes into handles (docs/tuning.md, sweep 10). The eikonal penalty is
         too weak to undo that at weights that leave the shape alone. Resetting the distance keeps the surface
         and drops the plateau. Voxels next to the surface keep their sub-voxel crossing (d / |grad d|); every
-        other voxel gets its distance to the surface point closest to the nearest such voxel (its foot). The result goes into the fine level,
-        so the coarse levels keep their values. Returns False (and changes nothing) when the lattice has no
-        surface: all inside or all outside."""
+        other voxel gets its distance to the closest surface point (foot) of such a voxel. With
+        redistance_blur_voxels the distance is blurred first, which smooths the surface a little. The result
+        goes into the fine level, so the coarse levels keep their values. Returns False (and changes nothing)
+        when the lattice has no surface: all inside or all outside."""
         from scipy.ndimage import distance_transform_edt, gaussian_filter
 
         h = self.voxel_size
