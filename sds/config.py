@@ -139,11 +139,11 @@ class FieldConfig:
     """Every this many steps (0: never), reset the sdf geometry's channel to the true distance to its own
     surface (grid field only). SDS is as happy with a fog near d = 0 as with a surface; the fog meshes into
     handles and holes, and resetting the distance removes it while the surface stays put (docs/tuning.md)."""
-    redistance_blur_voxels: float = 0.0
-    """Gaussian blur (standard deviation in voxels) of the distance before each redistancing: a step of
-    curvature flow that smooths the bumps SDS leaves on a surface. It also moves a surface of curvature radius
-    R inward by about (blur * voxel size)^2 / R per redistancing (0.004 world units for blur 1 on a default
-    grid's sphere of radius 0.5)."""
+    redistance_blur_voxels: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    """Gaussian blur (standard deviation in voxels, a ramp over steps) of the distance before each redistancing:
+    a step of curvature flow that smooths the bumps SDS leaves on a surface. It also moves a surface of
+    curvature radius R inward by about (blur * voxel size)^2 / R per redistancing (0.004 world units for blur 1
+    on a default grid's sphere of radius 0.5), and rounds a cube's edges the same way."""
     density_activation: Literal["softplus", "exp"] = "exp"
     """exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
     softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
@@ -525,7 +525,9 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     eikonal = cfg.reg.eikonal
     _check(max(eikonal.start, eikonal.end) == 0 or (cfg.field.kind == "grid" and cfg.field.geometry == "sdf"),
            "reg.eikonal", "needs field.geometry sdf and field.kind grid (it keeps the grid's sdf channel a distance)")
-    _check(0 <= f.redistance_blur_voxels <= 4, "field.redistance_blur_voxels", "must be in [0, 4]")
+    blur = f.redistance_blur_voxels
+    _check(0 <= blur.start <= 4 and 0 <= blur.end <= 4, "field.redistance_blur_voxels", "must be in [0, 4]")
+    _check_ramp_steps(blur, "field.redistance_blur_voxels")
     _check(f.redistance_every >= 0, "field.redistance_every", "must be >= 0 (0: never)")
     _check(f.redistance_every == 0 or (f.kind == "grid" and f.geometry == "sdf"), "field.redistance_every",
            "needs field.geometry sdf and field.kind grid (it rewrites the grid's sdf channel)")

@@ -163,7 +163,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     trainer.step += 1
     every = cfg.field.redistance_every
     if every and trainer.step % every == 0 and not freeze:
-        if not trainer.field.redistance():
+        if not trainer.field.redistance(cfg.field.redistance_blur_voxels.at(trainer.step)):
             log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
                         trainer.step)
     trainer.renderer.update(trainer.step)

@@ -186,17 +186,22 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
     def silent(rgb, labels, step, total, gen):  # no SDS gradient: the field moves only by redistancing
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
+    blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
     trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
-                                "reg.opacity_entropy=0"), torch.device("cpu"))
+                                "reg.opacity_entropy=0", blur_ramp), torch.device("cpu"))
     field = trainer.field
+    blurs = []
+    reset = field.redistance
+    field.redistance = lambda blur_voxels: blurs.append(blur_voxels) or reset(blur_voxels)
     with torch.no_grad():  # twice the start sphere's distance: the same surface, |grad d| = 2
         field.grid[0, 0] = field.start_sphere_sdf(field.lattice) / field.cfg.sdf_scale
     eikonal = [field.eikonal().item()]
-    for _ in range(2):
+    for _ in range(4):
         train_step(trainer, silent)
         eikonal.append(field.eikonal().item())
     assert eikonal[0] == pytest.approx(1.0, abs=0.05) and eikonal[1] == pytest.approx(eikonal[0], abs=0.05)
     assert eikonal[2] < 0.02  # reset after step 2, not after step 1
+    assert blurs == [0.0, 0.75]  # the blur ramp's value at steps 2 and 4
 
 
 def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):

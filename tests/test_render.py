@@ -345,15 +345,14 @@ def test_redistance_blur_smooths_bumps_and_barely_moves_a_sphere():
 
     spread = {}
     for blur in (0.0, 1.0):
-        field = GridField(FieldConfig(geometry="sdf", grid_resolution=32, coarse_resolutions=(),
-                                      redistance_blur_voxels=blur))
+        field = GridField(FieldConfig(geometry="sdf", grid_resolution=32, coarse_resolutions=()))
         p, h = field.lattice, field.voxel_size
         wave = 2 * math.pi / (4 * h)  # bumps of half a voxel, four voxels apart, on a sphere of radius 0.45
         bumps = 0.5 * h * torch.sin(wave * p[..., 0]) * torch.sin(wave * p[..., 1]) * torch.sin(wave * p[..., 2])
         with torch.no_grad():
             field.grid[0, 0] = (p.norm(dim=-1) - 0.45 + bumps - field.start_sphere_sdf(p)) / field.cfg.sdf_scale
         before = crossing_radii(field)
-        field.redistance()
+        field.redistance(blur_voxels=blur)
         after = crossing_radii(field)
         spread[blur] = (before.std() / h, after.std() / h)
         if blur:  # inward by about (blur h)^2 / R = 0.14 voxels

@@ -150,7 +150,7 @@ class GridField(NeRFField):
         return (norm - 1).pow(2).mean()
 
     @torch.no_grad()
-    def redistance(self) -> bool:
+    def redistance(self, blur_voxels: float = 0.0) -> bool:
         """Make the sdf geometry's channel a true distance to its own zero level set again (|grad d| = 1).
 
         SDS drives the distance towards whatever renders right, and a flat plateau near 0 inside renders as
@@ -158,15 +158,17 @@ class GridField(NeRFField):
         too weak to undo that at weights that leave the shape alone. Resetting the distance keeps the surface
         and drops the plateau. Voxels next to the surface keep their sub-voxel crossing (d / |grad d|); every
         other voxel gets its distance to the closest surface point (foot) of such a voxel. With
-        redistance_blur_voxels the distance is blurred first, which smooths the surface a little. The result
+        blur_voxels the distance is blurred first, which smooths the surface a little. The result
         goes into the fine level, so the coarse levels keep their values. Returns False (and changes nothing)
-        when the lattice has no surface: all inside or all outside."""
+        when the lattice has no surface: all inside or all outside.
+
+        blur_voxels: standard deviation (voxels) of a Gaussian blur of the distance before the reset."""
         from scipy.ndimage import distance_transform_edt, gaussian_filter
 
         h = self.voxel_size
         d = self.lattice_distance().double().cpu().numpy()
-        if self.cfg.redistance_blur_voxels > 0:  # damps bumps a few voxels wide and pinches off thin handles
-            d = gaussian_filter(d, self.cfg.redistance_blur_voxels, mode="nearest")
+        if blur_voxels > 0:  # damps bumps a few voxels wide and pinches off thin handles
+            d = gaussian_filter(d, blur_voxels, mode="nearest")
         inside = d < 0
         band = np.zeros_like(inside)
         for axis in range(3):  # voxels with a 6-neighbour on the other side of the surface
