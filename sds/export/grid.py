@@ -8,17 +8,9 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from sds.lattice import grid_axis
+
 logger = logging.getLogger(__name__)
-
-
-def grid_axis(bound: float, resolution: int) -> torch.Tensor:
-    """[R] node coordinates along one axis: R points from -bound to +bound inclusive (world units)."""
-    return torch.linspace(-bound, bound, resolution)
-
-
-def grid_spacing(bound: float, resolution: int) -> float:
-    """Distance between neighbouring grid nodes (world units)."""
-    return 2.0 * bound / (resolution - 1)
 
 
 @torch.no_grad()

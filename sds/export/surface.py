@@ -11,8 +11,8 @@ import trimesh
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from sds.export.grid import grid_spacing
 from sds.export.interfaces import EmptySceneError
+from sds.lattice import grid_spacing
 
 logger = logging.getLogger(__name__)
 

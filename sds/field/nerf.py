@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from sds.config import FieldConfig, OptimConfig
 from sds.field.encoding import HashGridEncoding
+from sds.lattice import grid_axis, grid_spacing
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class GridField(NeRFField):
             log.info("coarse grid levels %s are not coarser than grid_resolution %d: left out",
                      [c for c in cfg.coarse_resolutions if c >= r], r)
         self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in levels])
-        axis = torch.linspace(-self.bound, self.bound, r)
+        axis = grid_axis(self.bound, r)
         lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).flip(-1)  # [z, y, x, (x, y, z)]
         self.register_buffer("lattice", lattice, persistent=False)
         if cfg.init_noise > 0:  # from torch's global generator, which make_trainer seeds with the run seed
@@ -134,7 +135,7 @@ class GridField(NeRFField):
 
     @property
     def voxel_size(self) -> float:
-        return 2 * self.bound / (self.grid.shape[-1] - 1)
+        return grid_spacing(self.bound, self.grid.shape[-1])
 
     def lattice_distance(self) -> torch.Tensor:
         """[r, r, r] the sdf geometry's distance at the voxels (indexed z, y, x like the grid)."""

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from sds.export import EmptySceneError
-from sds.export.grid import grid_axis, sample_density_grid
+from sds.export.grid import sample_density_grid
 from sds.export.iso_level import auto_iso_level, best_silhouette_level, ray_max_density
 from sds.export.views import silhouette_cameras
+from sds.lattice import grid_axis
 
 
 def test_best_level_separates_inside_from_outside():
