@@ -151,6 +151,7 @@ def test_redistancing_needs_an_sdf_grid_field():
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
     ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),
     ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be positive"),
+    ("render.color_depth_gradient_scale=-0.5", "^render.color_depth_gradient_scale: must be in \\[0, 1\\]"),
     ("render.normal_gradient_scale=1.5", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
     ("render.normal_gradient_scale=-0.1", "^render.normal_gradient_scale: must be in \\[0, 1\\]"),
     ("camera.low_view_fraction=1.5", "^camera.low_view_fraction: must be in \\[0, 1\\]"),

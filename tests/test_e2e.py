@@ -188,7 +188,9 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
 
     blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
     trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
-                                "reg.opacity_entropy=0", blur_ramp), torch.device("cpu"))
+                                "reg.opacity_entropy=0", blur_ramp, "render.color_depth_gradient_scale=0"),
+                           torch.device("cpu"))
+    assert trainer.renderer.color_depth_gradient_scale == 0  # the config reaches the renderer
     field = trainer.field
     blurs = []
     reset = field.redistance

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sds.config import FieldConfig
-from sds.render.compositing import composite_weights
+from sds.render.compositing import accumulate, accumulate_color, composite_weights
 from sds.render.renderer import render_rays_torch
 from sds.render.samplers import ray_aabb
 
@@ -370,3 +370,61 @@ def test_redistance_without_a_surface_changes_nothing():
     grid = field.grid.detach().clone()
     assert not field.redistance()
     assert torch.equal(field.grid, grid)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_color_depth_gradient_scale_keeps_the_image_and_reshapes_only_the_weights_gradient(packed):
+    # Two rays of three samples with different colours along each: the weights' gradient of a linear loss is
+    # c_i . v at scale 1, the ray's mean colour . v at scale 0, and the mix in between.
+    torch.manual_seed(0)
+    weights = torch.tensor([[0.1, 0.5, 0.2], [0.3, 0.0, 0.6]])
+    color = torch.rand(2, 3, 3)
+    v = torch.tensor([0.7, -1.3, 2.0])
+    mean = accumulate(weights, color) / weights.sum(-1, keepdim=True)
+    for scale in (1.0, 0.5, 0.0):
+        w = weights.clone().requires_grad_()
+        c = color.clone().requires_grad_()
+        if packed:
+            ray_indices = torch.arange(2).repeat_interleave(3)
+            rgb = accumulate_color(w.view(-1), c.view(-1, 3), scale, ray_indices, n_rays=2)
+        else:
+            rgb = accumulate_color(w, c, scale)
+        assert torch.allclose(rgb, accumulate(weights, color))
+        (rgb * v).sum().backward()
+        assert torch.allclose(c.grad, weights[..., None] * v)
+        seen = scale * color + (1 - scale) * mean[:, None, :]
+        assert torch.allclose(w.grad, seen @ v, atol=1e-6)
+    assert not torch.allclose(color @ v, mean[:, None, :] @ v)  # the two ends differ on this data
+
+
+def test_color_depth_gradient_scale_in_the_renderer():
+    # Through the whole renderer: the image and the albedo's gradient never change with the scale. With a random
+    # albedo the density's gradient does; with one albedo everywhere every sample of a ray has the ray's mean
+    # colour, so the scale cannot matter.
+    from sds.cameras import sample_orbit_cameras
+    from sds.field.background import ConstantBackground
+    from sds.field.nerf import GridField
+    from sds.render.renderer import VolumeRenderer
+
+    torch.manual_seed(0)
+    field = GridField(FieldConfig(grid_resolution=12, coarse_resolutions=()))
+    cams = sample_orbit_cameras(2, (2.3, 2.7), (0.0, 40.0), (40.0, 40.0), torch.Generator().manual_seed(1))
+
+    def render(scale: float):
+        renderer = VolumeRenderer(field, ConstantBackground(), 24, 0.35, "torch", color_depth_gradient_scale=scale)
+        field.grid.grad = None
+        rgb = renderer.render(cams, 8, 8, shading="albedo").rgb
+        (rgb * torch.tensor([0.2, -1.0, 0.6])).sum().backward()
+        return rgb.detach(), field.grid.grad[0, 0].clone(), field.grid.grad[0, 1:].clone()
+
+    with torch.no_grad():
+        field.grid.normal_(0.0, 1.0)
+    rgb_1, density_1, albedo_1 = render(1.0)
+    rgb_0, density_0, albedo_0 = render(0.0)
+    assert torch.allclose(rgb_0, rgb_1) and torch.allclose(albedo_0, albedo_1)
+    assert (density_0 - density_1).abs().max() > 0.1 * density_1.abs().max()
+    with torch.no_grad():
+        field.grid[0, 1:] = torch.tensor([0.5, -1.0, 2.0])[:, None, None, None]
+    _, density_1, _ = render(1.0)
+    _, density_0, _ = render(0.0)
+    assert torch.allclose(density_0, density_1, atol=1e-6)

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from sds.render.compositing import accumulate_color
 from sds.render.renderer import shade
 
 
@@ -32,7 +33,8 @@ def update_estimator(estimator, field, step: int, samples_per_ray: int = 64) -> 
 
 def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
                         ambient: float, perturb: bool, min_shading_weight: float,
-                        normal_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                        normal_gradient_scale: float = 1.0,
+                        color_depth_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
     from nerfacc import accumulate_along_rays, render_weight_from_density
 
     n_rays = origins.shape[0]
@@ -51,7 +53,7 @@ def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray:
     color, orientation = shade(field, points[:, None], albedo[:, None], weights[:, None], dirs[ray_indices],
                                light[ray_indices], shading, ambient, min_shading_weight, normal_gradient_scale)
     return {
-        "rgb": accumulate_along_rays(weights, color[:, 0], ray_indices=ray_indices, n_rays=n_rays),
+        "rgb": accumulate_color(weights, color[:, 0], color_depth_gradient_scale, ray_indices, n_rays),
         "opacity": accumulate_along_rays(weights, None, ray_indices=ray_indices, n_rays=n_rays)[:, 0],
         "depth": accumulate_along_rays(weights, mid[:, None], ray_indices=ray_indices, n_rays=n_rays)[:, 0],
         "orientation": accumulate_along_rays(torch.ones_like(weights), orientation[:, None],

@@ -13,7 +13,7 @@ import torch
 
 from sds.cameras import Cameras, camera_rays
 from sds.field.shading import lambertian, textureless
-from sds.render.compositing import accumulate, composite_weights
+from sds.render.compositing import accumulate_color, composite_weights
 from sds.render.samplers import ray_aabb, stratified_samples
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_po
                       samples_per_ray: int, shading: str, ambient: float, perturb: bool,
                       generator: torch.Generator | None = None,
                       min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT,
-                      normal_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                      normal_gradient_scale: float = 1.0,
+                      color_depth_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Pure-torch path for rays [R, 3]: colour [R, 3] (no background), opacity [R], depth [R], orientation [R]."""
     near, far = ray_aabb(origins, dirs, field.bound)
     t, deltas = stratified_samples(near, far, samples_per_ray, perturb, generator)
@@ -84,7 +85,7 @@ def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_po
     weights, _ = composite_weights(density, deltas)
     color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient,
                                min_shading_weight, normal_gradient_scale)
-    return {"rgb": accumulate(weights, color), "opacity": weights.sum(-1), "depth": (weights * t).sum(-1),
+    return {"rgb": accumulate_color(weights, color, color_depth_gradient_scale), "opacity": weights.sum(-1), "depth": (weights * t).sum(-1),
             "orientation": orientation}
 
 
@@ -92,9 +93,10 @@ class VolumeRenderer:
     """Renders a field (and background) from cameras; picks the sampling path once and logs it."""
 
     def __init__(self, field, background, samples_per_ray: int, ambient: float, sampler: str = "auto",
-                 normal_gradient_scale: float = 1.0):
+                 normal_gradient_scale: float = 1.0, color_depth_gradient_scale: float = 1.0):
         self.field = field
         self.normal_gradient_scale = normal_gradient_scale
+        self.color_depth_gradient_scale = color_depth_gradient_scale
         self.background = background
         self.samples_per_ray = samples_per_ray
         self.ambient = ambient
@@ -164,6 +166,8 @@ class VolumeRenderer:
             from sds.render.nerfacc_path import render_rays_nerfacc
 
             return render_rays_nerfacc(self.estimator, self.field, origins, dirs, light, self.samples_per_ray,
-                                       shading, self.ambient, perturb, min_shading_weight, self.normal_gradient_scale)
+                                       shading, self.ambient, perturb, min_shading_weight, self.normal_gradient_scale,
+                                       self.color_depth_gradient_scale)
         return render_rays_torch(self.field, origins, dirs, light, self.samples_per_ray, shading, self.ambient,
-                                 perturb, generator, min_shading_weight, self.normal_gradient_scale)
+                                 perturb, generator, min_shading_weight, self.normal_gradient_scale,
+                                 self.color_depth_gradient_scale)
