@@ -25,7 +25,6 @@ def accumulate(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return (weights[..., None] * values).sum(-2)
 
 
-
 def accumulate_color(weights: torch.Tensor, color: torch.Tensor, color_depth_gradient_scale: float = 1.0,
                      ray_indices: torch.Tensor | None = None, n_rays: int | None = None) -> torch.Tensor:
     """sum_i w_i * c_i along rays, with the weights' gradient reshaped: [n_rays, 3].

@@ -85,8 +85,8 @@ def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_po
     weights, _ = composite_weights(density, deltas)
     color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient,
                                min_shading_weight, normal_gradient_scale)
-    return {"rgb": accumulate_color(weights, color, color_depth_gradient_scale), "opacity": weights.sum(-1), "depth": (weights * t).sum(-1),
-            "orientation": orientation}
+    return {"rgb": accumulate_color(weights, color, color_depth_gradient_scale), "opacity": weights.sum(-1),
+            "depth": (weights * t).sum(-1), "orientation": orientation}
 
 
 class VolumeRenderer:
