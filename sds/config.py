@@ -177,11 +177,11 @@ class RenderConfig:
     """Scale of the SDS gradient that reaches the density through the shading normals; the image is the same
     (0: normals are drawn but detached, so only silhouettes and depth move the geometry). The orientation
     penalty acts through the normals and is scaled with it."""
-    color_depth_gradient_scale: float = 1.0
-    """Scale of the gradient that reaches the density through which colour along a ray is seen (the image is the
-    same). At 1 a surface moves in depth to show a darker or lighter albedo behind or in front of it, so
-    blotches that SDS paints into the albedo drag the surface into bumps; at 0 each ray's samples look alike
-    to the density, and only its opacity (the silhouette) moves it."""
+    color_depth_gradient_scale: Ramp = dataclasses.field(default_factory=lambda: constant(1.0))
+    """Scale (a ramp over steps) of the gradient that reaches the density through which colour along a ray is
+    seen (the image is the same). At 1 a surface moves in depth to show a darker or lighter albedo behind or in
+    front of it, so blotches that SDS paints into the albedo drag the surface into bumps; at 0 each ray's samples
+    look alike to the density, and only its opacity (the silhouette) moves it."""
     textureless_prob: float = 0.2
     """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
     background: Literal["white", "mlp"] = "white"
@@ -506,7 +506,10 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 <= r.textureless_prob <= 1, "render.textureless_prob", "must be in [0, 1]")
     _check(0 <= r.random_background_prob <= 1, "render.random_background_prob", "must be in [0, 1]")
     _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
-    _check(0 <= r.color_depth_gradient_scale <= 1, "render.color_depth_gradient_scale", "must be in [0, 1]")
+    depth = r.color_depth_gradient_scale
+    _check(0 <= min(depth.start, depth.end) and max(depth.start, depth.end) <= 1, "render.color_depth_gradient_scale",
+           "must be in [0, 1]")
+    _check_ramp_steps(depth, "render.color_depth_gradient_scale")
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")

@@ -131,6 +131,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     random_bg = u < cfg.render.random_background_prob
     bg_kw = {"background_rgb": colors.to(device), "background_mask": random_bg.to(device)} if random_bg.any() else {}
     res = cfg.render.resolution
+    trainer.renderer.color_depth_gradient_scale = cfg.render.color_depth_gradient_scale.at(step)
     out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen, **bg_kw)
     sds = guidance(out.rgb, labels, step, cfg.steps, gen)
     r = cfg.reg

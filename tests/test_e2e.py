@@ -187,10 +187,9 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
     blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
+    depth_ramp = "render.color_depth_gradient_scale={start: 0, end: 1, start_step: 1, end_step: 5}"
     trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
-                                "reg.opacity_entropy=0", blur_ramp, "render.color_depth_gradient_scale=0"),
-                           torch.device("cpu"))
-    assert trainer.renderer.color_depth_gradient_scale == 0  # the config reaches the renderer
+                                "reg.opacity_entropy=0", blur_ramp, depth_ramp), torch.device("cpu"))
     field = trainer.field
     blurs = []
     reset = field.redistance
@@ -198,12 +197,15 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
     with torch.no_grad():  # twice the start sphere's distance: the same surface, |grad d| = 2
         field.grid[0, 0] = field.start_sphere_sdf(field.lattice) / field.cfg.sdf_scale
     eikonal = [field.eikonal().item()]
+    depth_scales = []
     for _ in range(4):
         train_step(trainer, silent)
         eikonal.append(field.eikonal().item())
+        depth_scales.append(trainer.renderer.color_depth_gradient_scale)
     assert eikonal[0] == pytest.approx(1.0, abs=0.05) and eikonal[1] == pytest.approx(eikonal[0], abs=0.05)
     assert eikonal[2] < 0.02  # reset after step 2, not after step 1
     assert blurs == [0.0, 0.75]  # the blur ramp's value at steps 2 and 4
+    assert depth_scales == [0.0, 0.0, 0.25, 0.5]  # the renderer renders step k with the ramp's value at k
 
 
 def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
