@@ -257,6 +257,10 @@ class ExportConfig:
     max_faces: int = 20000
     """Decimate to at most this many faces (0: keep all)."""
     texture_size: int = 512
+    bake_depth: float = 0.06
+    """Half-length (world units) of the ray along each surface normal whose composited albedo a texel and a
+    vertex get: the colour a camera facing the surface sees in the NeRF. 0: the albedo at the surface point,
+    which is paler than the render where the iso-level cuts inside or outside the rendered layer."""
     normalize: bool = True
     """Centre the mesh at the origin and scale it to a unit bounding box."""
     roughness: float = 0.8
@@ -542,6 +546,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
            "needs field.geometry sdf and field.kind grid (it rewrites the grid's sdf channel)")
     e = cfg.export
     _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
+    _check(0 <= e.bake_depth <= 0.5 * cfg.field.bound, "export.bake_depth", "must be in [0, field.bound / 2]")
     _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")
     _check(bool(e.formats) and set(e.formats) <= {"glb", "obj", "ply"}, "export.formats",
            f"choose from glb, obj, ply; got {list(e.formats)}")

@@ -21,6 +21,7 @@ from sds.export.interfaces import DensityAlbedoField, ExportOutput, RenderFn
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
 from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
+from sds.export.surface_color import SEEN_SAMPLES, surface_color_fn
 from sds.export.texture import TexturedMesh, bake_texture
 from sds.export.writers import write_glb, write_obj, write_ply
 
@@ -45,8 +46,9 @@ def export_result(
 
     Phases (each timed in ``ExportOutput.timings_s``): density on a cfg.resolution^3 grid over
     [-bound, bound]^3; the iso-level (cfg.threshold, or automatic: see ``iso_level.auto_iso_level``);
-    marching cubes; clean-up (floaters, holes, Taubin smoothing, decimation); UV unwrap and albedo
-    bake; normalisation (centre the bounding box at the origin, longest side 1) if cfg.normalize;
+    marching cubes; clean-up (floaters, holes, Taubin smoothing, decimation); UV unwrap and colour
+    bake (what the NeRF shows along each normal, see ``surface_color``); normalisation (centre the bounding
+    box at the origin, longest side 1) if cfg.normalize;
     then ``model.glb`` / ``model.obj`` (+ ``model.mtl``, ``texture.png``) / ``model.ply`` per
     cfg.formats, ``preview.png`` and, if cfg.video, ``turntable.mp4`` (``.gif`` without ffmpeg).
 
@@ -77,7 +79,8 @@ def export_result(
             vertices, faces, cfg.min_component_fraction, cfg.fill_holes, cfg.smooth_iterations, cfg.max_faces
         )
     with _timed(timings, "texture"):
-        textured = bake_texture(mesh, field.albedo, cfg.texture_size, cfg.chunk_size, device)
+        color_fn = surface_color_fn(field, cfg.bake_depth)
+        textured = bake_texture(mesh, color_fn, cfg.texture_size, max(1, cfg.chunk_size // SEEN_SAMPLES), device)
     center, scale = unit_box_transform(textured.vertices) if cfg.normalize else (np.zeros(3), 1.0)
     textured = replace(textured, vertices=(textured.vertices - center) * scale)
     files = _publish(out_dir, lambda staging: _write_files(textured, render_fn, bound, staging, cfg, timings))

@@ -1,4 +1,4 @@
-"""UV unwrapping (xatlas) and baking the field's albedo into a texture at the 3D surface of each texel."""
+"""UV unwrapping (xatlas) and baking the field's colour into a texture at the 3D surface of each texel."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class TexturedMesh:
     normals: np.ndarray  # [V, 3] float64, unit, averaged across seams (smooth shading)
     uvs: np.ndarray  # [V, 2] float64 in [0, 1]; OBJ/OpenGL convention: v = 0 is the image's bottom row
     texture: np.ndarray  # [T, T, 3] uint8 sRGB, row 0 at the top (v = 1)
-    vertex_colors: np.ndarray  # [V, 3] uint8 sRGB, the albedo at each vertex
+    vertex_colors: np.ndarray  # [V, 3] uint8 sRGB, the colour at each vertex
 
 
 def unwrap_uv(mesh: trimesh.Trimesh, texture_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,31 +106,37 @@ def dilate_colors(image: np.ndarray, filled: np.ndarray, iterations: int) -> np.
 
 def bake_texture(
     mesh: trimesh.Trimesh,
-    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    color_fn: Callable[[torch.Tensor], torch.Tensor],
     texture_size: int,
     chunk_size: int,
     device: torch.device | str = "cpu",
 ) -> TexturedMesh:
-    """Unwrap ``mesh`` (world units) and bake albedo_fn ([N, 3] points -> [N, 3] in [0, 1]).
+    """Unwrap ``mesh`` (world units) and bake color_fn ([N, 6] point and unit normal -> [N, 3] in [0, 1];
+    see ``surface_color.surface_color_fn``).
 
-    Each covered texel's colour is the albedo at the 3D surface point it maps to (barycentric
-    interpolation of its triangle's corners); vertex colours come from the same field.
+    Each covered texel's colour is color_fn at the 3D surface point it maps to, with the normal there
+    (barycentric interpolation of its triangle's corners); vertex colours come from the same function.
     """
     vmapping, faces, uvs = unwrap_uv(mesh, texture_size)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)[vmapping]
+    normals = np.asarray(mesh.vertex_normals, dtype=np.float64)[vmapping]
     face_map, bary_map = rasterize_uv(uvs, faces, texture_size)
     filled = face_map >= 0
-    corners = vertices[faces[face_map[filled]]]  # [n, 3, 3]
-    surface = (bary_map[filled][:, :, None] * corners).sum(1)
+    bary = bary_map[filled][:, :, None]
+    corner_ids = faces[face_map[filled]]  # [n, 3]
+    surface = (bary * vertices[corner_ids]).sum(1)
+    surface_normals = (bary * normals[corner_ids]).sum(1)
+    surface_normals /= np.maximum(np.linalg.norm(surface_normals, axis=1, keepdims=True), 1e-12)
     image = np.zeros((texture_size, texture_size, 3))
-    image[filled] = _query_albedo(albedo_fn, surface, chunk_size, device)
+    image[filled] = _query_colors(color_fn, np.concatenate([surface, surface_normals], 1), chunk_size, device)
     image = dilate_colors(image, filled, DILATION_TEXELS)
     logger.info("texture: %d^2 texels, %.0f%% inside charts", texture_size, 100 * filled.mean())
-    vertex_colors = _query_albedo(albedo_fn, np.asarray(mesh.vertices), chunk_size, device)[vmapping]
+    at_vertices = np.concatenate([mesh.vertices, mesh.vertex_normals], 1)
+    vertex_colors = _query_colors(color_fn, at_vertices, chunk_size, device)[vmapping]
     return TexturedMesh(
         vertices=vertices,
         faces=faces,
-        normals=np.asarray(mesh.vertex_normals, dtype=np.float64)[vmapping],
+        normals=normals,
         uvs=uvs,
         texture=to_uint8(image),
         vertex_colors=to_uint8(vertex_colors),
@@ -143,13 +149,13 @@ def to_uint8(colors: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _query_albedo(
-    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+def _query_colors(
+    color_fn: Callable[[torch.Tensor], torch.Tensor],
     points: np.ndarray,
     chunk_size: int,
     device: torch.device | str,
 ) -> np.ndarray:
-    """[N, 3] float64 points -> [N, 3] float64 albedo in [0, 1]; non-finite values become 0."""
-    pts = torch.from_numpy(points).float().to(device)
-    colors = query_chunked(albedo_fn, pts, chunk_size).float().cpu().numpy().astype(np.float64)
+    """[N, C] float64 points (and normals) -> [N, 3] float64 colours in [0, 1]; non-finite values become 0."""
+    pts = torch.from_numpy(np.ascontiguousarray(points)).float().to(device)
+    colors = query_chunked(color_fn, pts, chunk_size).float().cpu().numpy().astype(np.float64)
     return np.clip(np.nan_to_num(colors), 0.0, 1.0)

@@ -119,21 +119,31 @@ def test_failure_while_writing_leaves_no_files(tmp_path, fakes, make_config, mon
     assert list(tmp_path.iterdir()) == []  # no result folder, no staging folder
 
 
-def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config):
-    seen = []
+@pytest.mark.parametrize("bake_depth", [0.0, 0.06])
+def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config, bake_depth):
+    seen = {"density": [], "albedo": []}
 
     class Recording(fakes.SdfField):
         def density(self, points):
-            seen.append((points.shape[0], torch.is_grad_enabled()))
+            seen["density"].append((points.shape[0], torch.is_grad_enabled()))
             return super().density(points)
 
-    cfg = make_config(chunk_size=10_000)
+        def albedo(self, points):
+            seen["albedo"].append((points.shape[0], torch.is_grad_enabled()))
+            return super().albedo(points)
+
+    cfg = make_config(chunk_size=10_000, bake_depth=bake_depth)
     export_result(
         Recording(fakes.sphere_sdf(0.5)), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg, False
     )
-    assert max(n for n, _ in seen) <= 10_000
-    assert sum(n for n, _ in seen) == 48**3
-    assert not any(grad for _, grad in seen)
+    calls = seen["density"] + seen["albedo"]
+    assert max(n for n, _ in calls) <= 10_000  # the bake's rays along the normals count too
+    assert not any(grad for _, grad in calls)
+    density_points = sum(n for n, _ in seen["density"])
+    if bake_depth == 0:
+        assert density_points == 48**3  # the grid only
+    else:  # the grid, then 12 samples per texel and vertex along its normal
+        assert density_points > 48**3 and (density_points - 48**3) % 12 == 0
 
 
 @pytest.mark.parametrize("fill", [True, False])
