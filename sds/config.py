@@ -124,8 +124,9 @@ class FieldConfig:
     hash_max_resolution: int = 128
     hidden_dim: int = 32
     """Width of the MLP heads (hashgrid)."""
-    geometry: Literal["density", "sdf"] = "density"
-    """What channel 0 of the field holds. "density": a density logit, started from the fog ball blob_density /
+    geometry: Literal["density", "sdf"] = "sdf"
+    """What channel 0 of the field holds. "sdf" (the default for the built-in prior, docs/tuning.md, sweep 13): a
+    signed distance, see below. "density": a density logit, started from the fog ball blob_density /
     blob_radius, made crisp by reg.opacity_entropy. "sdf": a signed distance (times sdf_scale) added to a start
     sphere of radius blob_radius, turned into density by VolSDF's Laplace CDF with scale sdf_beta: the surface
     is crisp from the first step and moves continuously, where an entropy-crisp density can only grow or erode
@@ -135,10 +136,11 @@ class FieldConfig:
     sdf_scale: float = 0.2
     """World units per unit of the sdf channel: Adam moves each parameter about lr_grid per step, so this sets
     how far (lr_grid * sdf_scale) a surface can move in one step."""
-    redistance_every: int = 0
+    redistance_every: int = 25
     """Every this many steps (0: never), reset the sdf geometry's channel to the true distance to its own
     surface (grid field only). SDS is as happy with a fog near d = 0 as with a surface; the fog meshes into
-    handles and holes, and resetting the distance removes it while the surface stays put (docs/tuning.md)."""
+    handles and holes, and resetting the distance removes it while the surface stays put (docs/tuning.md). Off
+    (0) unless set when the field is not an sdf grid (field.geometry density or field.kind hashgrid)."""
     redistance_blur_voxels: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Gaussian blur (standard deviation in voxels, a ramp over steps) of the distance before each redistancing:
     a step of curvature flow that smooths the bumps SDS leaves on a surface. It also moves a surface of
@@ -173,15 +175,17 @@ class RenderConfig:
     """Steps of albedo-only shading at the start (shape first settles under colour alone). Lambertian shading
     afterwards rounds the built-in prior's shapes off; a long warm-up keeps them sharper but paints shading into
     the albedo (docs/tuning.md, sweep 6; see optim.freeze_density_from for a texture stage)."""
-    normal_gradient_scale: float = 1.0
+    normal_gradient_scale: float = 0.0
     """Scale of the SDS gradient that reaches the density through the shading normals; the image is the same
     (0: normals are drawn but detached, so only silhouettes and depth move the geometry). The orientation
     penalty acts through the normals and is scaled with it."""
-    color_depth_gradient_scale: Ramp = dataclasses.field(default_factory=lambda: constant(1.0))
+    color_depth_gradient_scale: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Scale (a ramp over steps) of the gradient that reaches the density through which colour along a ray is
     seen (the image is the same). At 1 a surface moves in depth to show a darker or lighter albedo behind or in
     front of it, so blotches that SDS paints into the albedo drag the surface into bumps; at 0 each ray's samples
-    look alike to the density, and only its opacity (the silhouette) moves it."""
+    look alike to the density, and only its opacity (the silhouette) moves it: smooth surfaces, and the yellow
+    shapes lose their handles (docs/tuning.md, sweeps 12 and 13). The albedo then need not sit at the mesh's
+    iso-level; export.bake_depth bakes the colour the render shows."""
     textureless_prob: float = 0.2
     """After warm-up, probability of a grey (textureless) shaded view; the rest are lambertian."""
     background: Literal["white", "mlp"] = "white"
@@ -229,9 +233,10 @@ class RegularizerConfig:
     density_tv: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
     """Total variation of the grid's density logits (grid field only): mean squared difference between
     neighbouring voxels. Smooths voxel-scale bumps, which shade as speckle the prior reads as noise."""
-    eikonal: Ramp = dataclasses.field(default_factory=lambda: constant(0.0))
+    eikonal: Ramp = dataclasses.field(default_factory=lambda: constant(0.1))
     """Eikonal penalty mean((|grad d| - 1)^2) over the grid's voxels (field.geometry sdf, grid field only): keeps
-    the sdf channel a distance, so sdf_beta means the same surface width everywhere."""
+    the sdf channel a distance, so sdf_beta means the same surface width everywhere. Off (0) unless set when the
+    field is not an sdf grid (field.geometry density or field.kind hashgrid)."""
 
 
 @dataclass(frozen=True)
@@ -439,9 +444,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key, value)
     if prompt is not None:
         data["prompt"] = prompt
+    _sdf_only_defaults_off(data)
     cfg = _build(RunConfig, data)
     validate(cfg, require_prompt=require_prompt)
     return cfg
+
+
+SDF_ONLY_DEFAULTS = {"reg": "eikonal", "field": "redistance_every"}
+
+
+def _sdf_only_defaults_off(data: dict) -> None:
+    """Turn the defaults that only an sdf grid can take (SDF_ONLY_DEFAULTS) off for any other field.
+
+    A config that picks field.geometry density or field.kind hashgrid would otherwise fail validation on
+    defaults it never set. Set explicitly, they are kept, and validation says why they do not fit.
+    """
+    field = data.get("field")
+    field = field if isinstance(field, dict) else {}
+    if field.get("geometry", FieldConfig.geometry) == "sdf" and field.get("kind", FieldConfig.kind) == "grid":
+        return
+    for section, key in SDF_ONLY_DEFAULTS.items():
+        node = data.setdefault(section, {})
+        if isinstance(node, dict):
+            node.setdefault(key, 0)
 
 
 # -------------------------------------------------------------------------------------- validation

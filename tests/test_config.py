@@ -60,8 +60,9 @@ def test_overlong_prompt_rejected():
 def test_ramp_endpoints_and_yaml_forms():
     r = Ramp(0.0, 1.0, 10, 20)
     assert (r.at(0), r.at(10), r.at(15), r.at(20), r.at(99)) == (0.0, 0.0, 0.5, 1.0, 1.0)
-    cfg = load_config(None, ["reg.orientation=0.5", "reg.opacity_entropy={start: 0, end: 2, end_step: 4}"], prompt="x")
-    assert cfg.reg.orientation == Ramp(0.5, 0.5)
+    cfg = load_config(None, ["reg.opacity_sparsity=0.5", "reg.opacity_entropy={start: 0, end: 2, end_step: 4}"],
+                      prompt="x")
+    assert cfg.reg.opacity_sparsity == Ramp(0.5, 0.5)
     assert cfg.reg.opacity_entropy.at(2) == 1.0
 
 
@@ -69,9 +70,9 @@ def test_numbers_with_an_exponent_but_no_dot_are_numbers(tmp_path):
     # PyYAML reads 1e-3 (YAML 1.1) as text; a user typing it means the number, in an override or a file.
     path = tmp_path / "run.yaml"
     path.write_text("optim:\n  lr_grid: 3e-2\nreg:\n  opacity_entropy: {start: 0, end: 1E+3, end_step: 4}\n")
-    cfg = load_config(path, ["guidance.guidance_scale=5e1", "reg.orientation=1e-3"], prompt="x")
+    cfg = load_config(path, ["guidance.guidance_scale=5e1", "reg.opacity_sparsity=1e-3"], prompt="x")
     assert cfg.optim.lr_grid == 0.03 and cfg.guidance.guidance_scale == 50.0
-    assert cfg.reg.orientation == Ramp(0.001, 0.001) and cfg.reg.opacity_entropy.end == 1000.0
+    assert cfg.reg.opacity_sparsity == Ramp(0.001, 0.001) and cfg.reg.opacity_entropy.end == 1000.0
     with pytest.raises(ConfigError, match="^optim.lr_grid: expected a number, got '3e-2x'"):
         load_config(None, ["optim.lr_grid=3e-2x"], prompt="x")
     with pytest.raises(ConfigError, match="^steps: expected an integer"):  # integers stay integers
@@ -110,6 +111,8 @@ def test_cli_takes_overrides_on_either_side_of_flags():
 def test_orientation_penalty_needs_normal_gradients():
     with pytest.raises(ConfigError, match="^reg.orientation: penalises normals"):
         load_config(None, ["render.normal_gradient_scale=0", "reg.orientation=0.01"], prompt="a red cube")
+    with pytest.raises(ConfigError, match="^reg.orientation: penalises normals"):  # the default scale is 0
+        load_config(None, ["reg.orientation=0.01"], prompt="a red cube")
     assert load_config(None, ["render.normal_gradient_scale=0.5", "reg.orientation=0.01"], prompt="a red cube")
 
 
@@ -120,7 +123,7 @@ def test_density_tv_needs_a_grid_field():
 
 
 def test_eikonal_needs_an_sdf_grid_field():
-    for extra in ([], ["field.geometry=sdf", "field.kind=hashgrid"]):
+    for extra in (["field.geometry=density"], ["field.geometry=sdf", "field.kind=hashgrid"]):
         with pytest.raises(ConfigError, match="^reg.eikonal: needs field.geometry sdf and field.kind grid"):
             load_config(None, [*extra, "reg.eikonal=0.1"], prompt="a red cube")
     cfg = load_config(None, ["field.geometry=sdf", "reg.eikonal=0.1"], prompt="a red cube")
@@ -130,12 +133,35 @@ def test_eikonal_needs_an_sdf_grid_field():
 
 
 def test_redistancing_needs_an_sdf_grid_field():
-    for extra in ([], ["field.geometry=sdf", "field.kind=hashgrid"]):
+    for extra in (["field.geometry=density"], ["field.geometry=sdf", "field.kind=hashgrid"]):
         with pytest.raises(ConfigError, match="^field.redistance_every: needs field.geometry sdf and field.kind grid"):
             load_config(None, [*extra, "field.redistance_every=25"], prompt="a red cube")
     assert load_config(None, ["field.geometry=sdf", "field.redistance_every=25"],
                        prompt="a red cube").field.redistance_every == 25
-    assert load_config(None, [], prompt="a red cube").field.redistance_every == 0  # off by default
+    assert load_config(None, [], prompt="a red cube").field.redistance_every == 25  # the default
+
+
+@pytest.mark.parametrize("field", [["field.geometry=density"], ["field.kind=hashgrid"]])
+def test_sdf_only_defaults_are_off_for_other_fields(field, tmp_path):
+    """The eikonal and redistancing defaults need an sdf grid; picking another field turns them off, not an error."""
+    defaults = load_config(None, [], prompt="a red cube")
+    assert defaults.field.geometry == "sdf" and defaults.reg.eikonal.end > 0 and defaults.field.redistance_every > 0
+    cfg = load_config(None, field, prompt="a red cube")
+    assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0
+    yaml_file = tmp_path / "run.yaml"  # a YAML file's choice of field does the same
+    key, value = field[0].split("=")
+    yaml_file.write_text(f"field:\n  {key.split('.')[1]}: {value}\n")
+    cfg = load_config(yaml_file, [], prompt="a red cube")
+    assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0
+    with pytest.raises(ConfigError, match="^reg.eikonal: needs field.geometry sdf"):  # set explicitly: still checked
+        load_config(None, [*field, "reg.eikonal=0.1"], prompt="a red cube")
+
+
+def test_stable_diffusion_config_keeps_the_density_field():
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "stable-diffusion.yaml", [], prompt="a red cube")
+    assert cfg.field.geometry == "density" and cfg.field.kind == "hashgrid"
+    assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0
+    assert cfg.render.normal_gradient_scale == 1 and cfg.render.color_depth_gradient_scale.at(0) == 1
 
 
 @pytest.mark.parametrize("override,words", [

@@ -18,7 +18,7 @@ def test_nerfacc_path_matches_torch_path():
     from sds.render.renderer import VolumeRenderer
 
     torch.manual_seed(0)
-    field = GridField(FieldConfig()).cuda()
+    field = GridField(FieldConfig(geometry="density")).cuda()
     with torch.no_grad():
         field.grid.normal_(0, 0.5)
     cams = sample_orbit_cameras(2, (2.5, 2.5), (10, 30), (40, 40), torch.Generator().manual_seed(0)).to("cuda")

@@ -149,8 +149,8 @@ def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, t
     def silent(rgb, labels, step, total, gen):  # no SDS gradient: only the regularisers move the field
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
-    def one_step(*extra):
-        trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, *extra), torch.device("cpu"))
+    def one_step(*extra):  # a density field: the sdf default's eikonal term would move the grid too
+        trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=density", *extra), torch.device("cpu"))
         with torch.no_grad():
             trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
         before = (trainer.field.grid.detach().clone(), trainer.field.density_tv().item())
@@ -189,7 +189,7 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
     blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
     depth_ramp = "render.color_depth_gradient_scale={start: 0, end: 1, start_step: 1, end_step: 5}"
     trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
-                                "reg.opacity_entropy=0", blur_ramp, depth_ramp), torch.device("cpu"))
+                                "reg.opacity_entropy=0", "reg.eikonal=0", blur_ramp, depth_ramp), torch.device("cpu"))
     field = trainer.field
     blurs = []
     reset = field.redistance
