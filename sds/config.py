@@ -450,7 +450,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-SDF_ONLY_DEFAULTS = {"reg": "eikonal", "field": "redistance_every"}
+SDF_ONLY_DEFAULTS = ("reg.eikonal", "field.redistance_every")
 
 
 def _sdf_only_defaults_off(data: dict) -> None:
@@ -463,7 +463,8 @@ def _sdf_only_defaults_off(data: dict) -> None:
     field = field if isinstance(field, dict) else {}
     if field.get("geometry", FieldConfig.geometry) == "sdf" and field.get("kind", FieldConfig.kind) == "grid":
         return
-    for section, key in SDF_ONLY_DEFAULTS.items():
+    for dotted in SDF_ONLY_DEFAULTS:
+        section, key = dotted.split(".")
         node = data.setdefault(section, {})
         if isinstance(node, dict):
             node.setdefault(key, 0)
