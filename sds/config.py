@@ -147,14 +147,15 @@ class FieldConfig:
     curvature radius R inward by about (blur * voxel size)^2 / R per redistancing (0.004 world units for blur 1
     on a default grid's sphere of radius 0.5), and rounds a cube's edges the same way."""
     density_activation: Literal["softplus", "exp"] = "exp"
-    """exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
+    """Density geometry only. exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
     softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
     washed out to the prior, which then over-saturates the albedo to compensate (docs/tuning.md, sweep 4)."""
     blob_density: float = 0.75
-    """Density logit added at the centre, falling linearly to 0 at blob_radius (and below 0 beyond it). The
-    default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole):
+    """Density geometry only: the density logit added at the centre, falling linearly to 0 at blob_radius (and
+    below 0 beyond it). The default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole):
     with exp, density 2.1 at the centre, 1 at r = 0.47, 0.4 at r = 1."""
     blob_radius: float = 0.47
+    """Radius of the start: the fog ball (density geometry) or the start sphere (sdf geometry)."""
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
     init_noise: float = 0.0
