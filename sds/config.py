@@ -147,13 +147,14 @@ class FieldConfig:
     curvature radius R inward by about (blur * voxel size)^2 / R per redistancing (0.004 world units for blur 1
     on a default grid's sphere of radius 0.5), and rounds a cube's edges the same way."""
     density_activation: Literal["softplus", "exp"] = "exp"
-    """Density geometry only. exp: a logit step multiplies density, so surfaces turn crisp (opaque within a voxel) in a few steps;
-    softplus: density grows only linearly with the logit, leaving a soft, half-transparent rim that looks
-    washed out to the prior, which then over-saturates the albedo to compensate (docs/tuning.md, sweep 4)."""
+    """Density geometry only. exp: a logit step multiplies density, so surfaces turn crisp (opaque within a
+    voxel) in a few steps; softplus: density grows only linearly with the logit, leaving a soft,
+    half-transparent rim that looks washed out to the prior, which then over-saturates the albedo to
+    compensate (docs/tuning.md, sweep 4)."""
     blob_density: float = 0.75
     """Density geometry only: the density logit added at the centre, falling linearly to 0 at blob_radius (and
-    below 0 beyond it). The default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then get a floor in the hole):
-    with exp, density 2.1 at the centre, 1 at r = 0.47, 0.4 at r = 1."""
+    below 0 beyond it). The default is a faint fog ball that SDS carves (a dense ball keeps its mass: tori then
+    get a floor in the hole): with exp, density 2.1 at the centre, 1 at r = 0.47, 0.4 at r = 1."""
     blob_radius: float = 0.47
     """Radius of the start: the fog ball (density geometry) or the start sphere (sdf geometry)."""
     normal_eps: float = 0.02
@@ -489,6 +490,12 @@ def _check_ramp_steps(ramp: Ramp, key: str) -> None:
     _check(ramp.end_step >= ramp.start_step >= 0, key, "need 0 <= start_step <= end_step")
 
 
+def _check_ramp_range(ramp: Ramp, key: str, lo: float, hi: float) -> None:
+    """Both ends of the ramp in [lo, hi], and its steps in order."""
+    _check(lo <= ramp.start <= hi and lo <= ramp.end <= hi, key, f"must be in [{lo}, {hi}]")
+    _check_ramp_steps(ramp, key)
+
+
 def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     """Range checks that types alone cannot express."""
     if require_prompt:
@@ -512,9 +519,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check_range(c.radius_range, "camera.radius_range", 1e-3, 1e3)
     _check_range(c.elevation_range_deg, "camera.elevation_range_deg", -90, 90)
     _check_range(c.low_elevation_range_deg, "camera.low_elevation_range_deg", -90, 90)
-    low = c.low_view_fraction
-    _check(0 <= low.start <= 1 and 0 <= low.end <= 1, "camera.low_view_fraction", "must be in [0, 1]")
-    _check_ramp_steps(low, "camera.low_view_fraction")
+    _check_ramp_range(c.low_view_fraction, "camera.low_view_fraction", 0, 1)
     _check_range(c.fov_range_deg, "camera.fov_range_deg", 1, 179)
     _check(c.radius_range[0] > cfg.field.bound * 3**0.5, "camera.radius_range",
            f"cameras must stay outside the scene cube (radius > {cfg.field.bound * 3**0.5:.2f})")
@@ -539,10 +544,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 <= r.textureless_prob <= 1, "render.textureless_prob", "must be in [0, 1]")
     _check(0 <= r.random_background_prob <= 1, "render.random_background_prob", "must be in [0, 1]")
     _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
-    depth = r.color_depth_gradient_scale
-    _check(0 <= min(depth.start, depth.end) and max(depth.start, depth.end) <= 1, "render.color_depth_gradient_scale",
-           "must be in [0, 1]")
-    _check_ramp_steps(depth, "render.color_depth_gradient_scale")
+    _check_ramp_range(r.color_depth_gradient_scale, "render.color_depth_gradient_scale", 0, 1)
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
         _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
@@ -567,9 +569,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     eikonal = cfg.reg.eikonal
     _check(max(eikonal.start, eikonal.end) == 0 or (cfg.field.kind == "grid" and cfg.field.geometry == "sdf"),
            "reg.eikonal", "needs field.geometry sdf and field.kind grid (it keeps the grid's sdf channel a distance)")
-    blur = f.redistance_blur_voxels
-    _check(0 <= blur.start <= 4 and 0 <= blur.end <= 4, "field.redistance_blur_voxels", "must be in [0, 4]")
-    _check_ramp_steps(blur, "field.redistance_blur_voxels")
+    _check_ramp_range(f.redistance_blur_voxels, "field.redistance_blur_voxels", 0, 4)
     _check(f.redistance_every >= 0, "field.redistance_every", "must be >= 0 (0: never)")
     _check(f.redistance_every == 0 or (f.kind == "grid" and f.geometry == "sdf"), "field.redistance_every",
            "needs field.geometry sdf and field.kind grid (it rewrites the grid's sdf channel)")

@@ -157,7 +157,8 @@ def test_init_noise_perturbs_only_the_coarsest_density_and_follows_the_seed():
 
     def field(noise: float, seed: int) -> GridField:
         torch.manual_seed(seed)
-        return GridField(FieldConfig(geometry="density", grid_resolution=24, coarse_resolutions=(16, 8), init_noise=noise))
+        return GridField(FieldConfig(geometry="density", grid_resolution=24, coarse_resolutions=(16, 8),
+                                     init_noise=noise))
 
     quiet, a, b, c = field(0.0, 0), field(1.0, 0), field(1.0, 0), field(1.0, 1)
     coarsest = [g.shape[-1] for g in a.coarse].index(8)
