@@ -15,6 +15,8 @@ the exported mesh against the true primitive of ``sds.prior.world``:
   true primitive's (1: the right proportions; 1.3: 30 % too tall for its width), a diagnostic the IoU folds in;
 - colour error: CIE76 delta E between the mean vertex albedo and the prompt colour (sRGB -> Lab);
 - topology: connected components and genus (from the Euler characteristic of the welded mesh);
+- cut by the scene box (from run.json): a NeRF that grows to fill its box meshes as the box, which would
+  score as a fine cube; such a prompt is never counted correct;
 - time to mesh (model load + train + export) and peak memory from run.json.
 The scorer never sees the config. It prints a table, one summary line, and writes contact.png.
 """
@@ -202,7 +204,7 @@ def contact_tile(row: dict, size: int = 128) -> np.ndarray:
     label = Image.new("RGB", (2 * size, 30), "white")
     draw = ImageDraw.Draw(label)
     verdict = (f"{row['class']} IoU {row['iou']:.2f} dE {row['delta_e']:.0f} g{row['genus']}"
-               if "iou" in row else "FAILED")
+               + (" BOX" if row.get("touches_bound") else "") if "iou" in row else "FAILED")
     draw.text((4, 2), f"{row['prompt']} (seed {row['seed']})", fill="black")
     draw.text((4, 16), verdict, fill="darkgreen" if row.get("ok") else "darkred")
     return np.concatenate([np.asarray(label), np.concatenate([nerf, mesh], 1)], 0)
@@ -220,8 +222,10 @@ def contact_sheet(rows: list[dict], path: Path, columns: int = 4) -> None:
 
 
 def is_correct(row: dict, class_key: str = "class") -> bool:
-    """The prompted primitive (by the class under `class_key`), one component, the right genus."""
-    return row[class_key] == row["prompt"].split()[-1] and row["components"] == 1 and row["genus_ok"]
+    """The prompted primitive (by the class under `class_key`), one component, the right genus, and not cut by
+    the scene box: a field that fills its box meshes as the box, which the scorer would call a cube."""
+    return (row[class_key] == row["prompt"].split()[-1] and row["components"] == 1 and row["genus_ok"]
+            and not row.get("touches_bound", False))
 
 
 def summary(rows: list[dict]) -> str:
@@ -264,6 +268,9 @@ def rescore(rows: list[dict]) -> list[dict]:
             continue
         _, color, shape = row["prompt"].split()
         new = dict(row, **score_mesh(mesh_path, shape, color))
+        info_path = Path(row["run"]) / "run.json"
+        export = (json.loads(info_path.read_text()).get("export") or {}) if info_path.exists() else {}
+        new["touches_bound"] = export.get("touches_bound", row.get("touches_bound", False))
         new["ok"] = is_correct(new)
         out.append(new)
     return out
@@ -314,11 +321,13 @@ def main() -> None:
                 s = score_mesh(mesh_path, shape, color)
                 info = json.loads((run / "run.json").read_text())
                 s.update(prompt=prompt, seed=seed, run=str(run), time=sum(info["timings_s"].values()),
-                         wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")))
+                         wall=time.time() - started, peak=info["peak_memory_mb"].get("cpu_rss", float("nan")),
+                         touches_bound=info["export"]["touches_bound"])
                 s["ok"] = is_correct(s)
                 record(s)
                 print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['proportion']:5.2f} {s['delta_e']:5.1f} {s['components']:4} "
-                      f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}", flush=True)
+                      f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}"
+                      + ("  cut by the scene box" if s["touches_bound"] else ""), flush=True)
     print(summary(rows))
     print(by_shape(rows))
     contact_sheet(rows, args.out / "contact.png")

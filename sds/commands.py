@@ -79,9 +79,14 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
         "threshold": out.threshold, "threshold_is_automatic": out.threshold_is_automatic,
         "silhouette_iou": out.silhouette_iou, "faces_before_cleanup": out.faces_before_cleanup,
         "faces_after_cleanup": out.faces_after_cleanup, "vertices": out.num_vertices,
-        "texture_size": out.texture_size, "timings_s": out.timings_s,
+        "texture_size": out.texture_size, "touches_bound": out.touches_bound, "timings_s": out.timings_s,
         "files": {kind: path.name for kind, path in out.files.items()},
     }
+    # A re-export replaces the last export's warnings instead of adding to them.
+    run.info.warnings = [w for w in run.info.warnings if not w.startswith("export:")]
+    if out.touches_bound:
+        run.info.warnings.append("export: the surface reaches the edge of the scene box and is cut flat there")
+    run.save()  # `sds export` saves nothing after this: without it run.json would keep the last export's figures
     for path in out.files.values():
         log.info("wrote %s", path)
 
@@ -126,7 +131,6 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
         log.error("run ended with status %s at step %d; %s", status, trainer.step, hint)
         return 130 if status == "interrupted" else 1
     _export(trainer, run, cfg, show_progress)
-    run.save()
     log.info("done: %s", run.path / "result")
     return 0
 

@@ -81,6 +81,8 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert info["status"] == "ok" and info["steps_done"] == 12 and info["renderer_path"] == "torch"
     assert {"load_model", "train", "export"} <= set(info["timings_s"]) and info["peak_memory_mb"]["cpu_rss"] > 0
     assert info["versions"]["torch"] == torch.__version__
+    # The tiny run's blob stays well inside the scene box: flagged not cut by it, and no warning about it.
+    assert info["export"]["touches_bound"] is False and not any("scene box" in w for w in info["warnings"])
     for rel in ["config.yaml", "ckpt/last.pt", "progress/step_000006.png", "progress/step_000012.png",
                 "result/model.glb", "result/model.obj", "result/model.ply", "result/preview.png"]:
         assert (run_dir / rel).is_file(), rel
@@ -93,6 +95,8 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
 
     out = _sds("export", str(run_dir), "--format", "ply", "--resolution", "24", "--no-video")
     assert out.returncode == 0, out.stderr[-2000:]
+    exported = json.loads((run_dir / "run.json").read_text())["export"]  # the re-export's figures, not the first's
+    assert set(exported["files"]) == {"ply", "preview"} and exported["touches_bound"] is False
 
 
 @pytest.mark.parametrize("args,code,words", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fidelity import (  # noqa: E402
     _primitive_frame,
     by_shape,
     contact_sheet,
+    is_correct,
     mesh_occupancy,
     proportion,
     render_mesh,
@@ -82,6 +84,20 @@ def test_rescore_scores_kept_meshes_again_and_keeps_the_rest(tmp_path):
     assert new[0]["class"] == "cone" and new[0]["iou"] > 0.9 and new[0]["ok"] and "proportion" in new[0]
     assert new[0]["time"] == 123.0 and new[0]["peak"] == 456.0 and new[1] == failed
     assert "cone      1/1 correct" in by_shape(new) and "cube      0/1 correct" in by_shape(new)
+
+
+def test_a_mesh_cut_by_the_scene_box_is_never_correct(tmp_path):
+    # A NeRF that fills its box meshes as the box: a fine "cube" to the scorer. run.json's flag (written by the
+    # export) overrules the shape; rescore reads it for runs exported again since.
+    run = tmp_path / "run"
+    (run / "result").mkdir(parents=True)
+    _true_mesh("cube", "yellow", run / "result" / "model.ply")
+    (run / "run.json").write_text(json.dumps({"export": {"touches_bound": True}}))
+    row = {"prompt": "a yellow cube", "seed": 0, "run": str(run), "iou": 0.9, "class": "cube", "ok": True,
+           "time": 1.0, "peak": 1.0}
+    [new] = rescore([row])
+    assert new["class"] == "cube" and new["iou"] > 0.9 and new["touches_bound"] and not new["ok"]
+    assert is_correct(dict(new, touches_bound=False))
 
 
 def test_scorer_rejects_wrong_shape_and_colour(tmp_path):

@@ -58,4 +58,5 @@ class ExportOutput:
     texture_size: int  # texture width = height, in texels
     scale: float  # normalised = (world - center) * scale; (center, scale) = ((0, 0, 0), 1) if not normalised
     center: tuple[float, float, float]
+    touches_bound: bool  # the surface reaches the scene box's faces, which cut it flat (see reaches_bound)
     timings_s: dict[str, float] = field(default_factory=dict)  # phase -> wall-clock seconds

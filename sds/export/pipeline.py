@@ -24,6 +24,7 @@ from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
 from sds.export.surface_color import SEEN_SAMPLES, surface_color_fn
 from sds.export.texture import TexturedMesh, bake_texture
 from sds.export.writers import write_glb, write_obj, write_ply
+from sds.lattice import grid_spacing
 
 if TYPE_CHECKING:
     from sds.config import ExportConfig
@@ -78,6 +79,11 @@ def export_result(
         mesh = clean_mesh(
             vertices, faces, cfg.min_component_fraction, cfg.fill_holes, cfg.smooth_iterations, cfg.max_faces
         )
+    touches_bound = reaches_bound(mesh.vertices, bound, grid_spacing(bound, cfg.resolution))
+    if touches_bound:
+        logger.warning("export: the surface reaches the edge of the scene box [-%g, %g]^3 and is cut flat there, "
+                       "so the mesh's flat sides are the box's, not the object's (the NeRF grew to fill its box)",
+                       bound, bound)
     with _timed(timings, "texture"):
         color_fn = surface_color_fn(field, cfg.bake_depth)
         textured = bake_texture(mesh, color_fn, cfg.texture_size, max(1, cfg.chunk_size // SEEN_SAMPLES), device)
@@ -97,8 +103,15 @@ def export_result(
         texture_size=cfg.texture_size,
         scale=scale,
         center=(float(center[0]), float(center[1]), float(center[2])),
+        touches_bound=touches_bound,
         timings_s=timings,
     )
+
+
+def reaches_bound(vertices: np.ndarray, bound: float, spacing: float) -> bool:
+    """Whether a surface (world vertices [V, 3]) comes within one grid spacing of the scene box's faces. The
+    field is empty outside [-bound, bound]^3, so a surface there is the box cutting the object, not the object."""
+    return bool(np.abs(vertices).max(initial=0.0) >= bound - spacing)
 
 
 def unit_box_transform(vertices: np.ndarray) -> tuple[np.ndarray, float]:

@@ -29,6 +29,7 @@ def test_sphere_is_watertight_with_the_right_radius(tmp_path, fakes, make_config
     assert radius.mean() == pytest.approx(0.5, rel=0.02)
     assert np.abs(radius - 0.5).max() < 0.02 * 0.5
     assert out.faces_after_cleanup == out.faces_before_cleanup  # nothing to clean
+    assert not out.touches_bound
     assert set(out.timings_s) >= {"grid", "marching_cubes", "cleanup", "texture", "write", "preview"}
 
 
@@ -41,6 +42,19 @@ def test_box_extents(tmp_path, fakes, make_config):
     assert mesh.is_watertight
     np.testing.assert_allclose(mesh.extents, 2 * np.array(half), rtol=0.02)
     np.testing.assert_allclose(mesh.bounds.mean(0), 0.0, atol=0.01)
+
+
+def test_a_field_that_fills_its_box_is_reported(tmp_path, fakes, make_config, caplog):
+    # A box bigger than the scene (half 1.3 > bound 1) is cut flat by it: the mesh is the scene box, and the
+    # export says so rather than pass the box off as the object.
+    cfg = make_config(formats=("ply",))
+    with caplog.at_level("WARNING", logger="sds.export.pipeline"):
+        out = export_result(fakes.SdfField(fakes.box_sdf((1.3, 1.3, 1.3))), 1.0, fakes.sphere_render_fn(0.9),
+                            tmp_path / "r", cfg, show_progress=False)
+    assert out.touches_bound and "edge of the scene box" in caplog.text
+    inside = export_result(fakes.SdfField(fakes.box_sdf((0.85, 0.85, 0.85))), 1.0, fakes.sphere_render_fn(0.9),
+                           tmp_path / "r2", cfg, show_progress=False)
+    assert not inside.touches_bound  # near the faces but inside them: the object's own sides
 
 
 def test_floater_is_dropped(tmp_path, fakes, make_config):
