@@ -21,7 +21,7 @@ from sds.export.interfaces import DensityAlbedoField, ExportOutput, RenderFn
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
 from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
-from sds.export.surface_color import SEEN_SAMPLES, surface_color_fn
+from sds.export.surface_color import samples_per_point, surface_color_fn
 from sds.export.texture import TexturedMesh, bake_texture
 from sds.export.writers import write_glb, write_obj, write_ply
 from sds.lattice import grid_spacing
@@ -86,7 +86,8 @@ def export_result(
                        bound, bound)
     with _timed(timings, "texture"):
         color_fn = surface_color_fn(field, cfg.bake_depth)
-        textured = bake_texture(mesh, color_fn, cfg.texture_size, max(1, cfg.chunk_size // SEEN_SAMPLES), device)
+        chunk = max(1, cfg.chunk_size // samples_per_point(cfg.bake_depth))
+        textured = bake_texture(mesh, color_fn, cfg.texture_size, chunk, device)
     center, scale = unit_box_transform(textured.vertices) if cfg.normalize else (np.zeros(3), 1.0)
     textured = replace(textured, vertices=(textured.vertices - center) * scale)
     files = _publish(out_dir, lambda staging: _write_files(textured, render_fn, bound, staging, cfg, timings))

@@ -20,6 +20,12 @@ SEEN_SAMPLES = 12  # samples along each normal: a step of depth / 6
 MIN_SEEN_OPACITY = 1e-3  # below this the normal ray sees nothing: keep the albedo at the point
 
 
+def samples_per_point(depth: float) -> int:
+    """Field queries per surface point in one call of surface_color_fn's function: callers divide their chunk
+    size by it, so no single field call exceeds the chunk."""
+    return SEEN_SAMPLES if depth > 0 else 1
+
+
 def surface_color_fn(field: DensityAlbedoField, depth: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """[N, 6] (point, unit outward normal) -> [N, 3] colour in [0, 1].
 

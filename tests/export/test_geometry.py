@@ -156,6 +156,7 @@ def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config, b
     density_points = sum(n for n, _ in seen["density"])
     if bake_depth == 0:
         assert density_points == 48**3  # the grid only
+        assert max(n for n, _ in seen["albedo"]) > 10_000 // 12  # one query per texel: the whole chunk is used
     else:  # the grid, then 12 samples per texel and vertex along its normal
         assert density_points > 48**3 and (density_points - 48**3) % 12 == 0
 
