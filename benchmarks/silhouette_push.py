@@ -35,7 +35,8 @@ def outside_ring(images: torch.Tensor) -> torch.Tensor:
 
 def silhouette_push(guidance, images: torch.Tensor, labels: list[str], albedo: tuple[float, float, float],
                     t: float, repeats: int, seed: int = 100) -> float:
-    """Mean SDS descent direction on the outside ring, projected on (albedo - background) / |...|, at time t."""
+    """Mean SDS descent direction on the outside ring, projected on (albedo - background) / |...|, at time t
+    (guidance.cfg is replaced by one that samples only t)."""
     guidance.cfg = dataclasses.replace(guidance.cfg, t_min=max(t - 0.01, 0.0), t_max=t, t_max_end=t,
                                        t_min_start=None)
     ring = outside_ring(images)
