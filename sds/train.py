@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -188,11 +189,32 @@ def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
     write_atomic(path, buffer)
 
 
+METRICS_HEADER = "step,loss,sds_grad,opacity"
+
+
+def metrics_rows(path: Path, up_to: int) -> list[str]:
+    """The rows of a run's metrics CSV for steps <= up_to (a resumed run redoes the steps after its checkpoint)."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()[1:]
+    return [line for line in lines if line and int(line.split(",", 1)[0]) <= up_to]
+
+
+def save_progress(trainer: Trainer, run: Run, rows: list[str]) -> None:
+    """The checkpoint and the per-step metrics (progress/metrics.csv) up to the same step, so they always agree."""
+    save_checkpoint(trainer, run)
+    write_atomic(run.path / "progress" / "metrics.csv", "\n".join([METRICS_HEADER, *rows]) + "\n")
+
+
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
-    """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted."""
+    """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted.
+
+    Every step's loss, SDS gradient norm and mean render opacity (how much of the views the object covers: it
+    shows a shape growing) go to progress/metrics.csv, written with each checkpoint."""
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
+    rows = metrics_rows(run.path / "progress" / "metrics.csv", up_to=trainer.step)
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="sds", unit="step", disable=not show_progress,
                dynamic_ncols=True)
@@ -201,12 +223,13 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
     try:
         while trainer.step < end:
             scalars = train_step(trainer, guidance)
+            rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f}")
             bar.update(1)
             bar.set_postfix(loss=f"{scalars['loss']:.3g}", opacity=f"{scalars['opacity']:.2f}")
             if trainer.step % cfg.preview_every == 0:
                 save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
             if trainer.step % cfg.checkpoint_every == 0:
-                save_checkpoint(trainer, run)
+                save_progress(trainer, run, rows)
     except FloatingPointError as e:
         log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, _checkpoint_step(run))
         status = "nan"
@@ -217,7 +240,7 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
         bar.close()
         run.add_timing("train", time.perf_counter() - started)
     if status != "nan":
-        save_checkpoint(trainer, run)
+        save_progress(trainer, run, rows)
     if status == "ok" and trainer.step < cfg.steps:
         status = "interrupted"
     run.info.steps_done = trainer.step

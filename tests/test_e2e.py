@@ -36,7 +36,8 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
 
     straight = make_trainer(cfg, torch.device("cpu"))
-    assert train(straight, guidance, Run.create(cfg), show_progress=False) == "ok"
+    straight_run = Run.create(cfg)
+    assert train(straight, guidance, straight_run, show_progress=False) == "ok"
 
     run = Run.create(cfg)
     first = make_trainer(cfg, torch.device("cpu"))
@@ -47,10 +48,22 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     assert train(resumed, guidance, run, show_progress=False) == "ok"
     for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
         assert torch.equal(a, b)
+    metrics = [(r.path / "progress" / "metrics.csv").read_text() for r in (straight_run, run)]
+    assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == 1 + cfg.steps  # the same log, step by step
     assert not torch.equal(straight.field.grid, make_trainer(cfg, torch.device("cpu")).field.grid)  # it trained
     # The last step ran at the decayed rate (stop_at=6 is past the decay's start at step 3 when it is on).
     lr_grid = [g["lr"] for g in resumed.optimizer.param_groups if g["name"] == "grid"]
     assert lr_grid == [pytest.approx(cfg.optim.lr_grid * cfg.optim.lr_final_fraction)]
+
+
+def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(tmp_path):
+    from sds.train import metrics_rows
+
+    path = tmp_path / "metrics.csv"
+    assert metrics_rows(path, up_to=5) == []  # a new run has none
+    path.write_text("step,loss,sds_grad,opacity\n1,0.5,2,0.1\n2,0.4,2,0.1\n3,0.3,2,0.2\n")
+    # A run killed after step 3 but checkpointed at step 2 redoes step 3: its old row must not stay twice.
+    assert metrics_rows(path, up_to=2) == ["1,0.5,2,0.1", "2,0.4,2,0.1"]
 
 
 def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixel_model, tmp_path):
@@ -89,9 +102,15 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert any((run_dir / "result").glob("turntable.*"))
     assert not list(run_dir.rglob("*.tmp"))
 
+    metrics = (run_dir / "progress" / "metrics.csv").read_text().splitlines()
+    assert metrics[0] == "step,loss,sds_grad,opacity" and [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 13))
+    assert all(0 <= float(r.split(",")[3]) <= 1 for r in metrics[1:])  # mean opacity
+
     out = _sds("resume", str(run_dir), "steps=16", "--no-progress")
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((run_dir / "run.json").read_text())["steps_done"] == 16
+    metrics = (run_dir / "progress" / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 17))  # continued, nothing twice
 
     out = _sds("export", str(run_dir), "--format", "ply", "--resolution", "24", "--no-video")
     assert out.returncode == 0, out.stderr[-2000:]
