@@ -62,6 +62,7 @@ def _render_fn(renderer):
 
 def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
     from sds.export import EmptySceneError, export_result
+    from sds.export.pipeline import SCENE_BOX_WARNING
 
     started = time.perf_counter()
     try:
@@ -85,7 +86,7 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
     # A re-export replaces the last export's warnings instead of adding to them.
     run.info.warnings = [w for w in run.info.warnings if not w.startswith("export:")]
     if out.touches_bound:
-        run.info.warnings.append("export: the surface reaches the edge of the scene box and is cut flat there")
+        run.info.warnings.append(SCENE_BOX_WARNING)
     run.save()  # `sds export` saves nothing after this: without it run.json would keep the last export's figures
     for path in out.files.values():
         log.info("wrote %s", path)

@@ -128,6 +128,11 @@ class Run:
     def checkpoint(self) -> Path:
         return self.path / "ckpt" / "last.pt"
 
+    @property
+    def metrics(self) -> Path:
+        """Per-step training metrics (CSV), written with each checkpoint."""
+        return self.path / "progress" / "metrics.csv"
+
     def save(self) -> None:
         write_atomic(self.path / "run.json", json.dumps(self.info.__dict__, indent=2))
 

@@ -203,7 +203,7 @@ def metrics_rows(path: Path, up_to: int) -> list[str]:
 def save_progress(trainer: Trainer, run: Run, rows: list[str]) -> None:
     """The checkpoint and the per-step metrics (progress/metrics.csv) up to the same step, so they always agree."""
     save_checkpoint(trainer, run)
-    write_atomic(run.path / "progress" / "metrics.csv", "\n".join([METRICS_HEADER, *rows]) + "\n")
+    write_atomic(run.metrics, "\n".join([METRICS_HEADER, *rows]) + "\n")
 
 
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
@@ -214,7 +214,7 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
-    rows = metrics_rows(run.path / "progress" / "metrics.csv", up_to=trainer.step)
+    rows = metrics_rows(run.metrics, up_to=trainer.step)
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="sds", unit="step", disable=not show_progress,
                dynamic_ncols=True)

@@ -48,7 +48,7 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     assert train(resumed, guidance, run, show_progress=False) == "ok"
     for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
         assert torch.equal(a, b)
-    metrics = [(r.path / "progress" / "metrics.csv").read_text() for r in (straight_run, run)]
+    metrics = [r.metrics.read_text() for r in (straight_run, run)]
     assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == 1 + cfg.steps  # the same log, step by step
     assert not torch.equal(straight.field.grid, make_trainer(cfg, torch.device("cpu")).field.grid)  # it trained
     # The last step ran at the decayed rate (stop_at=6 is past the decay's start at step 3 when it is on).

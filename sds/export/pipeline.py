@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# In the log and in run.json's warnings (where a re-export replaces what starts with "export:").
+SCENE_BOX_WARNING = "export: the surface reaches the edge of the scene box and is cut flat there"
+
 MESH_FORMATS = ("glb", "obj", "ply")
 
 
@@ -81,9 +84,8 @@ def export_result(
         )
     touches_bound = reaches_bound(mesh.vertices, bound, grid_spacing(bound, cfg.resolution))
     if touches_bound:
-        logger.warning("export: the surface reaches the edge of the scene box [-%g, %g]^3 and is cut flat there, "
-                       "so the mesh's flat sides are the box's, not the object's (the NeRF grew to fill its box)",
-                       bound, bound)
+        logger.warning("%s ([-%g, %g]^3), so the mesh's flat sides are the box's, not the object's (the NeRF grew "
+                       "to fill its box)", SCENE_BOX_WARNING, bound, bound)
     with _timed(timings, "texture"):
         color_fn = surface_color_fn(field, cfg.bake_depth)
         chunk = max(1, cfg.chunk_size // samples_per_point(cfg.bake_depth))
