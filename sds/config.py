@@ -159,6 +159,10 @@ class FieldConfig:
     """Radius of the start: the fog ball (density geometry) or the start sphere (sdf geometry)."""
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
+    albedo_init: float = 0.5
+    """Albedo (every channel) where the field starts: the albedo logits are offset by logit(albedo_init). From
+    grey (0.5) a colour whose shaded sides the prior knows as dark (yellow: olive) first turns dark and dull;
+    from a light start every palette colour is reached by taking channels away."""
     init_noise: float = 0.0
     """Std of Gaussian noise added to the coarsest grid's density logits at the start (grid kind; drawn from the
     run's seed). It breaks the start fog's rotational symmetry, so SDS can settle on one orientation for a shape
@@ -532,6 +536,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")
     _check(f.hidden_dim > 0, "field.hidden_dim", "must be positive")
     _check(f.blob_radius > 0 and f.blob_density >= 0, "field.blob_radius", "blob radius > 0, blob density >= 0")
+    _check(0.01 <= f.albedo_init <= 0.99, "field.albedo_init", "must be in [0.01, 0.99]")
     _check(0 <= f.init_noise <= 10, "field.init_noise", "must be in [0, 10]")
     _check(f.normal_eps > 0, "field.normal_eps", "must be positive")
     _check(f.sdf_beta > 0, "field.sdf_beta", "must be positive")

@@ -36,6 +36,7 @@ def test_overrides_win_and_aliases_work():
     ("camera.radius_range=[1.0, 2.0]", "camera.radius_range", "outside the scene"),
     ("export.formats=[glb, fbx]", "export.formats", "glb, obj, ply"),
     ("export.blur_voxels=-1", "export.blur_voxels", "[0, 8]"),
+    ("field.albedo_init=1", "field.albedo_init", "[0.01, 0.99]"),
     ("field.kind=voxels", "field.kind", "one of"),
     ("reg.orientation={start: 1}", "reg.orientation", "end"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -170,6 +171,27 @@ def test_init_noise_perturbs_only_the_coarsest_density_and_follows_the_seed():
         if g_noisy is not a.coarse[coarsest]:
             assert torch.equal(g_quiet, g_noisy)  # the fine grid and the other coarse level stay zero
     assert all(g.abs().max() == 0 for g in [quiet.grid, *quiet.coarse])
+
+
+@pytest.mark.parametrize("kind", ["grid", "hashgrid"])
+def test_albedo_init_sets_the_start_albedo_and_moves_with_the_logits(kind):
+    from sds.build import build_field
+
+    torch.manual_seed(0)
+    cfg = FieldConfig(kind=kind, grid_resolution=12, coarse_resolutions=(), hash_levels=2,
+                      hash_log2_table_size=10, hash_max_resolution=16, albedo_init=0.8)
+    field = build_field(cfg)
+    points = torch.rand(64, 3) * 2 - 1
+    if kind == "grid":  # the grid starts at zero logits: the albedo is exactly the init
+        assert torch.allclose(field.albedo(points), torch.full((64, 3), 0.8))
+        with torch.no_grad():
+            field.grid[0, 3] = torch.logit(torch.tensor(0.1)) - torch.logit(torch.tensor(0.8))
+        assert torch.allclose(field.albedo(points)[:, 2], torch.full((64,), 0.1), atol=1e-6)
+    else:  # the MLP head's random start is offset from the init, not centred on grey
+        grey = build_field(dataclasses.replace(cfg, albedo_init=0.5))
+        grey.load_state_dict(field.state_dict())
+        offset = torch.logit(field.albedo(points)) - torch.logit(grey.albedo(points))
+        assert torch.allclose(offset, torch.full_like(offset, float(torch.logit(torch.tensor(0.8)))), atol=1e-4)
 
 
 def test_density_tv_of_a_linear_ramp_and_of_coarse_levels():

@@ -39,6 +39,7 @@ class NeRFField(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.bound = cfg.bound
+        self.albedo_offset = float(np.log(cfg.albedo_init / (1 - cfg.albedo_init)))  # logit: sigmoid(0 + it) = init
 
     def raw(self, points: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -69,7 +70,7 @@ class NeRFField(nn.Module):
         else:
             density = self.activate_density(raw[:, 0] + self.blob(points))
         inside = (points.abs() <= self.bound).all(-1)
-        return density * inside, torch.sigmoid(raw[:, 1:])
+        return density * inside, torch.sigmoid(raw[:, 1:] + self.albedo_offset)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         return self.query(points)[0]
