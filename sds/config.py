@@ -224,6 +224,9 @@ class OptimConfig:
     texture_lr_scale: float = 1.0
     """Learning rates are multiplied by this in the texture stage (only the albedo moves there): a short stage
     has to undo shading painted into the albedo during the shape stage."""
+    texture_density_step: float = 0.0
+    """Fraction of each optimizer step the density keeps in the texture stage (0: held fixed; 1: no freeze).
+    Between the two the shape can still sharpen under lambertian shading, but only slowly."""
 
 
 @dataclass(frozen=True)
@@ -556,6 +559,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 < o.lr_final_fraction <= 1, "optim.lr_final_fraction", "must be in (0, 1]")
     _check(0 <= o.lr_decay_start < 1, "optim.lr_decay_start", "must be in [0, 1)")
     _check(o.texture_lr_scale > 0, "optim.texture_lr_scale", "must be positive")
+    _check(0 <= o.texture_density_step <= 1, "optim.texture_density_step", "must be in [0, 1]")
     _check(o.freeze_density_from is None or o.freeze_density_from >= 0, "optim.freeze_density_from",
            "must be >= 0 or null")
     _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",

@@ -155,13 +155,14 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     factor = lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if freeze else 1.0)
     for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
         group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
-    # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked.
+    # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked
+    # (all the way when frozen, or to texture_density_step of the step).
     kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else None
     trainer.optimizer.step()
     if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
         with torch.no_grad():
             for logits, saved in zip(trainer.field.density_logits(), kept):
-                logits.copy_(saved)
+                logits.copy_(torch.lerp(saved, logits, cfg.optim.texture_density_step))
     trainer.step += 1
     every = cfg.field.redistance_every
     if every and trainer.step % every == 0 and not freeze:

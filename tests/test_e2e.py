@@ -234,12 +234,12 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
 def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
     from sds.train import train_step
 
-    def two_steps(*extra):
+    def two_steps(*extra, steps=2):
         cfg = _cfg(tiny_pixel_model, tmp_path, *extra)
         trainer = make_trainer(cfg, torch.device("cpu"))
         guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
         before = [p.detach().clone() for p in (trainer.field.grid, *trainer.field.coarse)]
-        for _ in range(2):  # the second step has Adam momentum from the first
+        for _ in range(steps):  # a second step has Adam momentum from the first
             train_step(trainer, guidance)
         lr = next(g["lr"] for g in trainer.optimizer.param_groups if g["name"] == "grid")
         return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)], lr / cfg.optim.lr_grid
@@ -251,6 +251,13 @@ def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model
     before, after, lr_scale = two_steps("optim.freeze_density_from=null")
     assert not torch.equal(before[0][:, 0], after[0][:, 0])  # without the freeze the density trains
     assert lr_scale == 1.0
+    # texture_density_step: the density keeps that fraction of the step it would take (1: as if not frozen)
+    before, full, _ = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=1", steps=1)
+    _, quarter, _ = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=0.25", steps=1)
+    for b, f, q in zip(before, full, quarter):
+        assert (f[:, 0] - b[:, 0]).abs().max() > 0
+        assert torch.allclose(q[:, 0] - b[:, 0], 0.25 * (f[:, 0] - b[:, 0]), atol=1e-6)
+        assert torch.equal(q[:, 1:], f[:, 1:])  # the albedo takes its whole step either way
 
 
 def test_no_textureless_views_once_the_density_is_frozen():
