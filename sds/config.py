@@ -67,8 +67,10 @@ class GuidanceConfig:
     t_min_start: float | None = 0.3
     """Smallest diffusion time at step 0, falling linearly to t_min over the same window as t_max (None: t_min
     throughout). High early means only noisy, coarse-shape steps at first; low-noise steps that sharpen come later."""
-    anneal_fraction: float = 0.5
-    """Fraction of the run over which t_max falls linearly from t_max to t_max_end (and t_min_start to t_min)."""
+    anneal_fraction: float = 0.25
+    """Fraction of the run over which t_max falls linearly from t_max to t_max_end (and t_min_start to t_min).
+    0.25: the high-noise steps, which push every silhouette outward, end by step 112 of 450; kept up longer they
+    grow a yellow cube into the scene box (docs/tuning.md, sweeps 14 and 15)."""
     weighting: Literal["one_minus_alpha_bar", "uniform", "sqrt_one_minus_over_alpha_bar"] = "sqrt_one_minus_over_alpha_bar"
     """w(t): 1 - alpha_bar (DreamFusion), 1, or sqrt((1 - alpha_bar) / alpha_bar) (the default: it weights the
     noisy, shape-setting steps most; with the built-in prior no shape's mean IoU fell against 1 - alpha_bar and
@@ -159,7 +161,7 @@ class FieldConfig:
     """Radius of the start: the fog ball (density geometry) or the start sphere (sdf geometry)."""
     normal_eps: float = 0.02
     """Step (world units) of the central differences that give normals."""
-    albedo_init: float = 0.5
+    albedo_init: float = 0.8
     """Albedo (every channel) where the field starts: the albedo logits are offset by logit(albedo_init). From
     grey (0.5) a colour whose shaded sides the prior knows as dark (yellow: olive) first turns dark and dull;
     from a light start every palette colour is reached by taking channels away."""
@@ -177,10 +179,11 @@ class RenderConfig:
     """Render size in pixels (square); resized to the guidance model's input size."""
     samples_per_ray: int = 48
     ambient: float = 0.35
-    albedo_warmup_steps: int = 100
-    """Steps of albedo-only shading at the start (shape first settles under colour alone). Lambertian shading
-    afterwards rounds the built-in prior's shapes off; a long warm-up keeps them sharper but paints shading into
-    the albedo (docs/tuning.md, sweep 6; see optim.freeze_density_from for a texture stage)."""
+    albedo_warmup_steps: int = 150
+    """Steps of albedo-only shading at the start: the shape stage, in which the shape settles under colour
+    alone. From a light start (field.albedo_init) every primitive of the built-in prior has its shape by step 150,
+    yellow ones included; lambertian shading afterwards shrinks a yellow cone into a lump and rounds shapes off,
+    so the density then only moves slowly (optim.freeze_density_from; docs/tuning.md, sweeps 6 and 15)."""
     normal_gradient_scale: float = 0.0
     """Scale of the SDS gradient that reaches the density through the shading normals; the image is the same
     (0: normals are drawn but detached, so only silhouettes and depth move the geometry). The orientation
@@ -217,16 +220,18 @@ class OptimConfig:
     voxel speckle, which the prior reads as noise in the image."""
     lr_decay_start: float = 0.5
     """Fraction of the run after which the learning rates start to fall."""
-    freeze_density_from: int | None = None
-    """From this step on the density is held fixed and only the albedo (and background) train under lambertian
-    shading: a texture stage that un-paints shading painted into the albedo during a long albedo warm-up, on a
-    settled shape (grid field only; None: density trains throughout)."""
+    freeze_density_from: int | None = 150
+    """From this step on (the texture stage) every view is lambertian and the density keeps only
+    texture_density_step of each step: the albedo un-paints the shading painted into it during the albedo
+    warm-up, while the settled shape sharpens slowly (grid field only; None: density trains throughout, and
+    a hash-grid field gets None by default)."""
     texture_lr_scale: float = 1.0
     """Learning rates are multiplied by this in the texture stage (only the albedo moves there): a short stage
     has to undo shading painted into the albedo during the shape stage."""
-    texture_density_step: float = 0.0
+    texture_density_step: float = 0.3
     """Fraction of each optimizer step the density keeps in the texture stage (0: held fixed; 1: no freeze).
-    Between the two the shape can still sharpen under lambertian shading, but only slowly."""
+    0.3: cube edges and torus holes sharpen under lambertian shading; 0 keeps yellow cones but leaves cubes
+    round (docs/tuning.md, sweep 15)."""
 
 
 @dataclass(frozen=True)
@@ -455,30 +460,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key, value)
     if prompt is not None:
         data["prompt"] = prompt
-    _sdf_only_defaults_off(data)
+    _field_specific_defaults_off(data)
     cfg = _build(RunConfig, data)
     validate(cfg, require_prompt=require_prompt)
     return cfg
 
 
 SDF_ONLY_DEFAULTS = ("reg.eikonal", "field.redistance_every")
+GRID_ONLY_DEFAULTS = ("optim.freeze_density_from",)
 
 
-def _sdf_only_defaults_off(data: dict) -> None:
-    """Turn the defaults that only an sdf grid can take (SDF_ONLY_DEFAULTS) off for any other field.
+def _field_specific_defaults_off(data: dict) -> None:
+    """Turn the defaults that only an sdf grid can take (SDF_ONLY_DEFAULTS: off is 0) off for any other field,
+    and those that only a grid can take (GRID_ONLY_DEFAULTS: off is None) off for a hash grid.
 
     A config that picks field.geometry density or field.kind hashgrid would otherwise fail validation on
     defaults it never set. Set explicitly, they are kept, and validation says why they do not fit.
     """
     field = data.get("field")
     field = field if isinstance(field, dict) else {}
-    if field.get("geometry", FieldConfig.geometry) == "sdf" and field.get("kind", FieldConfig.kind) == "grid":
-        return
-    for dotted in SDF_ONLY_DEFAULTS:
+    grid = field.get("kind", FieldConfig.kind) == "grid"
+    off = {} if grid else dict.fromkeys(GRID_ONLY_DEFAULTS)
+    if not (grid and field.get("geometry", FieldConfig.geometry) == "sdf"):
+        off |= dict.fromkeys(SDF_ONLY_DEFAULTS, 0)
+    for dotted, value in off.items():
         section, key = dotted.split(".")
         node = data.setdefault(section, {})
         if isinstance(node, dict):
-            node.setdefault(key, 0)
+            node.setdefault(key, value)
 
 
 # -------------------------------------------------------------------------------------- validation

@@ -159,10 +159,20 @@ def test_sdf_only_defaults_are_off_for_other_fields(field, tmp_path):
         load_config(None, [*field, "reg.eikonal=0.1"], prompt="a red cube")
 
 
+def test_grid_only_defaults_are_off_for_a_hash_grid():
+    """The texture stage's density freeze needs a grid field; a density grid keeps it, a hash grid drops it."""
+    assert load_config(None, [], prompt="a red cube").optim.freeze_density_from == 150
+    assert load_config(None, ["field.geometry=density"], prompt="a red cube").optim.freeze_density_from == 150
+    assert load_config(None, ["field.kind=hashgrid"], prompt="a red cube").optim.freeze_density_from is None
+    with pytest.raises(ConfigError, match="^optim.freeze_density_from: needs field.kind grid"):  # explicit: checked
+        load_config(None, ["field.kind=hashgrid", "optim.freeze_density_from=5"], prompt="a red cube")
+
+
 def test_stable_diffusion_config_keeps_the_density_field():
     cfg = load_config(Path(__file__).parents[1] / "configs" / "stable-diffusion.yaml", [], prompt="a red cube")
     assert cfg.field.geometry == "density" and cfg.field.kind == "hashgrid"
-    assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0
+    assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0 and cfg.optim.freeze_density_from is None
+    assert (cfg.field.albedo_init, cfg.guidance.anneal_fraction) == (0.5, 0.5)  # the prior's tuning is not assumed
     assert cfg.render.normal_gradient_scale == 1 and cfg.render.color_depth_gradient_scale.at(0) == 1
 
 

@@ -139,7 +139,7 @@ def test_crisp_grid_sphere_renders_like_the_prior_data():
     red = torch.tensor(COLORS["red"])
     with torch.no_grad():  # density e^7 ~ 1100 inside, ~0 outside; blob cancelled; true albedo
         field.grid[0, 0] = ((-sdf("sphere", points) / 0.005).clamp(-10, 7) - field.blob(points)).reshape(r, r, r)
-        field.grid[0, 1:] = torch.logit(red)[:, None, None, None]
+        field.grid[0, 1:] = (torch.logit(red) - field.albedo_offset)[:, None, None, None]
     data, n = DataConfig(), 12
     truth, _ = render_primitive("sphere", red.expand(n, 3), data, torch.Generator().manual_seed(0), n)
     gen = torch.Generator().manual_seed(0)  # the same draws as render_primitive's: same cameras and lights
