@@ -244,7 +244,8 @@ def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model
         lr = next(g["lr"] for g in trainer.optimizer.param_groups if g["name"] == "grid")
         return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)], lr / cfg.optim.lr_grid
 
-    before, after, lr_scale = two_steps("optim.freeze_density_from=0", "optim.texture_lr_scale=3")
+    before, after, lr_scale = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=0",
+                                        "optim.texture_lr_scale=3")
     assert all(torch.equal(b[:, 0], a[:, 0]) for b, a in zip(before, after))  # density: every level untouched
     assert not torch.equal(before[0][:, 1:], after[0][:, 1:])  # albedo trained
     assert lr_scale == pytest.approx(3.0)  # at the texture stage's rate
