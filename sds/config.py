@@ -226,8 +226,9 @@ class OptimConfig:
     warm-up, while the settled shape sharpens slowly (grid field only; None: density trains throughout, and
     a hash-grid field gets None by default)."""
     texture_lr_scale: float = 1.0
-    """Learning rates are multiplied by this in the texture stage (only the albedo moves there): a short stage
-    has to undo shading painted into the albedo during the shape stage."""
+    """Learning rates are multiplied by this in the texture stage (where the albedo takes whole steps and the
+    density texture_density_step of them): a short stage has to undo shading painted into the albedo during the
+    shape stage."""
     texture_density_step: float = 0.3
     """Fraction of each optimizer step the density keeps in the texture stage (0: held fixed; 1: no freeze).
     0.3: cube edges and torus holes sharpen under lambertian shading; 0 keeps yellow cones but leaves cubes

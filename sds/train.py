@@ -82,7 +82,8 @@ def density_frozen(cfg: RunConfig, step: int) -> bool:
 def pick_shading(cfg: RunConfig, step: int, generator: torch.Generator) -> str:
     """Albedo during warm-up; then textureless with probability textureless_prob, else lambertian.
 
-    Textureless views train only the density, so once it is frozen every view is lambertian."""
+    Textureless views train only the density, so in the texture stage (optim.freeze_density_from on) every view
+    is lambertian."""
     u = float(torch.rand(1, generator=generator))
     if step < cfg.render.albedo_warmup_steps:
         return "albedo"
