@@ -75,7 +75,8 @@ def load_checkpoint(trainer: Trainer, run: Run) -> None:
     trainer.load_state_dict(state)
 
 
-def density_frozen(cfg: RunConfig, step: int) -> bool:
+def in_texture_stage(cfg: RunConfig, step: int) -> bool:
+    """From optim.freeze_density_from on, the density keeps only optim.texture_density_step of each step."""
     return cfg.optim.freeze_density_from is not None and step >= cfg.optim.freeze_density_from
 
 
@@ -87,7 +88,7 @@ def pick_shading(cfg: RunConfig, step: int, generator: torch.Generator) -> str:
     u = float(torch.rand(1, generator=generator))
     if step < cfg.render.albedo_warmup_steps:
         return "albedo"
-    return "textureless" if u < cfg.render.textureless_prob and not density_frozen(cfg, step) else "lambertian"
+    return "textureless" if u < cfg.render.textureless_prob and not in_texture_stage(cfg, step) else "lambertian"
 
 
 def lr_factor(cfg: RunConfig, step: int) -> float:
@@ -152,13 +153,13 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     if cfg.optim.grad_clip_norm is not None:
         params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
-    freeze = density_frozen(cfg, step)
-    factor = lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if freeze else 1.0)
+    texture_stage = in_texture_stage(cfg, step)
+    factor = lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if texture_stage else 1.0)
     for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
         group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
     # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked
     # (all the way when frozen, or to texture_density_step of the step).
-    kept = [d.detach().clone() for d in trainer.field.density_logits()] if freeze else None
+    kept = [d.detach().clone() for d in trainer.field.density_logits()] if texture_stage else None
     trainer.optimizer.step()
     if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
         with torch.no_grad():
@@ -166,7 +167,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
                 logits.copy_(torch.lerp(saved, logits, cfg.optim.texture_density_step))
     trainer.step += 1
     every = cfg.field.redistance_every
-    if every and trainer.step % every == 0 and not freeze:
+    if every and trainer.step % every == 0 and not texture_stage:
         if not trainer.field.redistance(cfg.field.redistance_blur_voxels.at(trainer.step)):
             log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
                         trainer.step)
