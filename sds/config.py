@@ -229,10 +229,10 @@ class OptimConfig:
     """Learning rates are multiplied by this in the texture stage (where the albedo takes whole steps and the
     density texture_density_step of them): a short stage has to undo shading painted into the albedo during the
     shape stage."""
-    texture_density_step: float = 0.3
-    """Fraction of each optimizer step the density keeps in the texture stage (0: held fixed; 1: no freeze).
-    0.3: cube edges and torus holes sharpen under lambertian shading; 0 keeps yellow cones but leaves cubes
-    round (docs/tuning.md, sweep 15)."""
+    texture_density_step: Ramp = dataclasses.field(default_factory=lambda: constant(0.3))
+    """Fraction of each optimizer step the density keeps in the texture stage (0: held fixed; 1: no freeze), a
+    ramp over steps. 0.3: cube edges and torus holes sharpen under lambertian shading; 0 keeps yellow cones but
+    leaves cubes round (docs/tuning.md, sweep 15)."""
 
 
 @dataclass(frozen=True)
@@ -569,7 +569,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 < o.lr_final_fraction <= 1, "optim.lr_final_fraction", "must be in (0, 1]")
     _check(0 <= o.lr_decay_start < 1, "optim.lr_decay_start", "must be in [0, 1)")
     _check(o.texture_lr_scale > 0, "optim.texture_lr_scale", "must be positive")
-    _check(0 <= o.texture_density_step <= 1, "optim.texture_density_step", "must be in [0, 1]")
+    _check_ramp_range(o.texture_density_step, "optim.texture_density_step", 0, 1)
     _check(o.freeze_density_from is None or o.freeze_density_from >= 0, "optim.freeze_density_from",
            "must be >= 0 or null")
     _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",

@@ -162,9 +162,10 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     kept = [d.detach().clone() for d in trainer.field.density_logits()] if texture_stage else None
     trainer.optimizer.step()
     if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
+        density_step = cfg.optim.texture_density_step.at(step)
         with torch.no_grad():
             for logits, saved in zip(trainer.field.density_logits(), kept):
-                logits.copy_(torch.lerp(saved, logits, cfg.optim.texture_density_step))
+                logits.copy_(torch.lerp(saved, logits, density_step))
     trainer.step += 1
     every = cfg.field.redistance_every
     if every and trainer.step % every == 0 and not texture_stage:

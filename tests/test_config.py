@@ -38,6 +38,7 @@ def test_overrides_win_and_aliases_work():
     ("export.blur_voxels=-1", "export.blur_voxels", "[0, 8]"),
     ("field.albedo_init=1", "field.albedo_init", "[0.01, 0.99]"),
     ("optim.texture_density_step=2", "optim.texture_density_step", "[0, 1]"),
+    ("optim.texture_density_step={start: 0, end: 1.5, end_step: 10}", "optim.texture_density_step", "[0, 1]"),
     ("field.kind=voxels", "field.kind", "one of"),
     ("reg.orientation={start: 1}", "reg.orientation", "end"),
 ])

@@ -259,6 +259,10 @@ def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model
         assert (f[:, 0] - b[:, 0]).abs().max() > 0
         assert torch.allclose(q[:, 0] - b[:, 0], 0.25 * (f[:, 0] - b[:, 0]), atol=1e-6)
         assert torch.equal(q[:, 1:], f[:, 1:])  # the albedo takes its whole step either way
+    # as a ramp, the fraction is the ramp's value at the step being taken (step 0: its start)
+    _, ramped, _ = two_steps("optim.freeze_density_from=0",
+                             "optim.texture_density_step={start: 0.25, end: 1, start_step: 1, end_step: 2}", steps=1)
+    assert all(torch.equal(r, q) for r, q in zip(ramped, quarter))
 
 
 def test_no_textureless_views_once_the_density_is_frozen():
