@@ -56,8 +56,8 @@ class GuidanceConfig:
     """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `model` is a hub id."""
-    guidance_scale: float = 50.0
-    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u)."""
+    guidance_scale: Ramp = dataclasses.field(default_factory=lambda: constant(50.0))
+    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u), a ramp over steps."""
     t_min: float = 0.02
     """Smallest diffusion time sampled, as a fraction of the model's training timesteps."""
     t_max: float = 0.98
@@ -524,7 +524,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(cfg.preview_every > 0, "preview_every", "must be positive")
     g = cfg.guidance
     _check(bool(g.model.strip()), "guidance.model", "empty")
-    _check(g.guidance_scale > 0, "guidance.guidance_scale", f"must be > 0, got {g.guidance_scale}")
+    _check(g.guidance_scale.start > 0 and g.guidance_scale.end > 0, "guidance.guidance_scale", "must be > 0")
+    _check_ramp_steps(g.guidance_scale, "guidance.guidance_scale")
     _check(0 <= g.t_min < g.t_max <= 1, "guidance.t_min", f"need 0 <= t_min < t_max <= 1, got {g.t_min}, {g.t_max}")
     _check(g.t_min < g.t_max_end <= g.t_max, "guidance.t_max_end", "need t_min < t_max_end <= t_max")
     _check(g.t_min_start is None or g.t_min <= g.t_min_start < g.t_max, "guidance.t_min_start",
@@ -611,6 +612,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
 def to_dict(cfg: Any) -> dict:
     """Plain dict (lists, numbers, text) that `_build` turns back into an equal object."""
     def plain(value: Any) -> Any:
+        if isinstance(value, Ramp) and value == constant(value.start):
+            return value.start  # a constant is written as the number it is read from
         if dataclasses.is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, tuple):

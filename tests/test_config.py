@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sds.config import ConfigError, Ramp, RunConfig, from_dict, load_config, to_dict, to_yaml
+from sds.config import ConfigError, Ramp, RunConfig, constant, from_dict, load_config, to_dict, to_yaml
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -18,7 +18,7 @@ def test_every_config_file_loads_and_round_trips(path):
 
 def test_overrides_win_and_aliases_work():
     cfg = load_config(CONFIGS[0], ["steps=7", "model=/x/y", "guidance.guidance_scale=3", "seed=2"], prompt="a cube")
-    assert (cfg.steps, cfg.guidance.model, cfg.guidance.guidance_scale, cfg.seed) == (7, "/x/y", 3.0, 2)
+    assert (cfg.steps, cfg.guidance.model, cfg.guidance.guidance_scale, cfg.seed) == (7, "/x/y", constant(3.0), 2)
 
 
 @pytest.mark.parametrize("override,key,words", [
@@ -74,7 +74,7 @@ def test_numbers_with_an_exponent_but_no_dot_are_numbers(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("optim:\n  lr_grid: 3e-2\nreg:\n  opacity_entropy: {start: 0, end: 1E+3, end_step: 4}\n")
     cfg = load_config(path, ["guidance.guidance_scale=5e1", "reg.opacity_sparsity=1e-3"], prompt="x")
-    assert cfg.optim.lr_grid == 0.03 and cfg.guidance.guidance_scale == 50.0
+    assert cfg.optim.lr_grid == 0.03 and cfg.guidance.guidance_scale == constant(50.0)
     assert cfg.reg.opacity_sparsity == Ramp(0.001, 0.001) and cfg.reg.opacity_entropy.end == 1000.0
     with pytest.raises(ConfigError, match="^optim.lr_grid: expected a number, got '3e-2x'"):
         load_config(None, ["optim.lr_grid=3e-2x"], prompt="x")
@@ -86,6 +86,10 @@ def test_saved_config_has_no_class_paths():
     text = to_yaml(RunConfig(prompt="a red cube"))
     assert "!!python" not in text and "sds." not in text
     assert to_dict(RunConfig())["camera"]["radius_range"] == [2.3, 2.7]
+    # a constant ramp is written as its number, a real ramp as its mapping; both read back equal
+    assert to_dict(RunConfig())["guidance"]["guidance_scale"] == 50.0
+    assert to_dict(RunConfig())["reg"]["opacity_entropy"] == {"start": 0.0, "end": 1000.0, "start_step": 50,
+                                                               "end_step": 150}
 
 
 def test_show_config_does_not_import_torch():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sds.config import GuidanceConfig
+from sds.config import GuidanceConfig, Ramp, constant
 from sds.guidance.load import ModelLoadError, load_guidance, resolve_model
 from sds.guidance.sds import sample_timesteps, sds_weight
 
@@ -20,7 +20,7 @@ def _expected_grad(guidance, images_bchw, labels, seed):
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         x_t = ab.sqrt() * x + (1 - ab).sqrt() * eps
-        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels))
+        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels), guidance.cfg.guidance_scale.at(0))
     g = sds_weight(guidance.cfg.weighting, ab) * (eps_hat - eps) / x.shape[0]
     return torch.autograd.grad(x, images_bchw, grad_outputs=g)[0]
 
@@ -28,7 +28,7 @@ def _expected_grad(guidance, images_bchw, labels, seed):
 @pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model"])
 def test_render_gradient_is_the_sds_pullback(fixture, request):
     folder = request.getfixturevalue(fixture)
-    cfg = GuidanceConfig(model=str(folder), guidance_scale=7.5, t_max_end=0.98)
+    cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5), t_max_end=0.98)
     guidance, warnings = load_guidance(cfg, "a red cube", torch.device("cpu"))
     assert warnings == []
     size = guidance.image_size
@@ -44,6 +44,20 @@ def test_render_gradient_is_the_sds_pullback(fixture, request):
     assert all(p.grad is None and not p.requires_grad for p in guidance.unet.parameters())
 
 
+def test_guidance_scale_ramp_is_read_at_the_step(tiny_pixel_model):
+    """A ramped guidance scale gives, at each step, the gradient of the constant scale it has reached there."""
+    def grad(scale, step):
+        cfg = GuidanceConfig(model=str(tiny_pixel_model), guidance_scale=scale, t_max_end=0.98)
+        guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+        rgb = torch.full((2, 16, 16, 3), 0.5, requires_grad=True)
+        guidance(rgb, [None, None], step, 10, torch.Generator().manual_seed(1)).loss.backward()
+        return rgb.grad
+
+    ramp = Ramp(start=7.5, end=2.0, start_step=0, end_step=10)
+    assert torch.allclose(grad(ramp, 5), grad(constant(4.75), 5), atol=1e-7)
+    assert not torch.allclose(grad(ramp, 5), grad(constant(7.5), 5), atol=1e-5)
+
+
 def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     """For a pixel model at native size x = 2*rgb - 1, so dL/drgb = 2 * w(t)(eps_hat - eps) / B."""
     cfg = GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98, weighting="one_minus_alpha_bar")
@@ -57,7 +71,7 @@ def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         eps_hat = guidance.predict_noise(ab.sqrt() * x + (1 - ab).sqrt() * eps, t,
-                                         guidance.embeddings.for_views([None] * 3))
+                                         guidance.embeddings.for_views([None] * 3), guidance.cfg.guidance_scale.at(0))
     expected = 2 * (1 - ab) * (eps_hat - eps) / 3
     assert torch.allclose(rgb.grad.permute(0, 3, 1, 2), expected, atol=1e-6)
 

@@ -45,10 +45,11 @@ class Guidance:
         return torch.nn.functional.interpolate(images, (size, size), mode="bilinear", align_corners=False,
                                                antialias=images.shape[-1] > size)
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """CFG-combined epsilon for x_t [B, C, h, w] and conditional embeddings cond [B, L, D]."""
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """CFG-combined epsilon (guidance scale `scale`) for x_t [B, C, h, w] and conditional embeddings cond
+        [B, L, D]."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
-        return guided_noise(self.unet, x_t, t, uncond, cond, self.cfg.guidance_scale)
+        return guided_noise(self.unet, x_t, t, uncond, cond, scale)
 
     def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], step: int, total_steps: int,
                  generator: torch.Generator | None = None) -> SDSOutput:
@@ -57,5 +58,6 @@ class Guidance:
         x = self.encode(images)
         labels = view_labels if self.cfg.view_dependent_prompts else [None] * len(view_labels)
         cond = self.embeddings.for_views(labels)
-        return score_distillation(x, lambda x_t, t: self.predict_noise(x_t, t, cond), self.alphas_cumprod,
+        scale = self.cfg.guidance_scale.at(step)
+        return score_distillation(x, lambda x_t, t: self.predict_noise(x_t, t, cond, scale), self.alphas_cumprod,
                                   self.cfg, step, total_steps, generator)
