@@ -87,7 +87,7 @@ def test_saved_config_has_no_class_paths():
     assert "!!python" not in text and "sds." not in text
     assert to_dict(RunConfig())["camera"]["radius_range"] == [2.3, 2.7]
     # a constant ramp is written as its number, a real ramp as its mapping; both read back equal
-    assert to_dict(RunConfig())["guidance"]["guidance_scale"] == 50.0
+    assert to_dict(RunConfig())["reg"]["eikonal"] == 0.1
     assert to_dict(RunConfig())["reg"]["opacity_entropy"] == {"start": 0.0, "end": 1000.0, "start_step": 50,
                                                                "end_step": 150}
 
