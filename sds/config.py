@@ -56,8 +56,11 @@ class GuidanceConfig:
     """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `model` is a hub id."""
-    guidance_scale: Ramp = dataclasses.field(default_factory=lambda: constant(50.0))
-    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u), a ramp over steps."""
+    guidance_scale: Ramp = dataclasses.field(default_factory=lambda: Ramp(50.0, 25.0, 150, 151))
+    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u), a ramp over steps. 50 in the shape stage,
+    25 once the texture stage has begun (step 150: render.albedo_warmup_steps, optim.freeze_density_from; move
+    the ramp with them): at 50 the texture stage over-saturates the albedo and pushes a yellow cone's sides out
+    into a dome (docs/tuning.md, sweep 16)."""
     t_min: float = 0.02
     """Smallest diffusion time sampled, as a fraction of the model's training timesteps."""
     t_max: float = 0.98

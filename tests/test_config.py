@@ -173,11 +173,22 @@ def test_grid_only_defaults_are_off_for_a_hash_grid():
         load_config(None, ["field.kind=hashgrid", "optim.freeze_density_from=5"], prompt="a red cube")
 
 
+def test_default_guidance_scale_drops_once_the_texture_stage_begins():
+    """50 through the shape stage, 25 from the texture stage's second step on (docs/tuning.md, sweep 16): moving
+    one stage boundary without the ramp fails here."""
+    cfg = load_config(None, [], prompt="a red cube")
+    scale, shape_stage = cfg.guidance.guidance_scale, cfg.render.albedo_warmup_steps
+    assert cfg.optim.freeze_density_from == shape_stage
+    assert all(scale.at(step) == 50.0 for step in range(shape_stage + 1))
+    assert all(scale.at(step) == 25.0 for step in range(shape_stage + 1, cfg.steps))
+
+
 def test_stable_diffusion_config_keeps_the_density_field():
     cfg = load_config(Path(__file__).parents[1] / "configs" / "stable-diffusion.yaml", [], prompt="a red cube")
     assert cfg.field.geometry == "density" and cfg.field.kind == "hashgrid"
     assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0 and cfg.optim.freeze_density_from is None
     assert (cfg.field.albedo_init, cfg.guidance.anneal_fraction) == (0.5, 0.5)  # the prior's tuning is not assumed
+    assert cfg.guidance.guidance_scale == constant(100.0)
     assert cfg.render.normal_gradient_scale == 1 and cfg.render.color_depth_gradient_scale.at(0) == 1
 
 
