@@ -1,7 +1,10 @@
 """How the CFG scale changes colour saturation and diversity across seeds (DreamFusion's trade-off), measured.
 
     OMP_NUM_THREADS=1 python benchmarks/cfg_scale.py --prompt "a blue cone" --scales 10,25,50,100 --seeds 0,1 \
-        --out outputs/cfg_scale [key=value overrides for every run]
+        --out outputs/cfg_scale [--texture-stage] [key=value overrides for every run]
+
+--texture-stage varies only the scale the default ramp (``guidance.guidance_scale``) switches to when the
+texture stage begins, and keeps the shape stage's; without it each scale is used for the whole run.
 
 For each scale it runs ``sds generate`` once per seed (through the fidelity benchmark's runner) and reports:
 - chroma: CIE C* of the mesh's mean albedo (the prompt colour's own chroma is printed for reference);
@@ -14,7 +17,9 @@ For each scale it runs ``sds generate`` once per seed (through the fidelity benc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
 import statistics
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import numpy as np
 import trimesh
 from fidelity import ROTATIONS_DEG, _grid_points, iou, mesh_occupancy, run_prompt, score_mesh, srgb_to_lab
 
+from sds.config import Ramp, load_config
 from sds.prior.world import COLORS
 
 
@@ -44,14 +50,26 @@ def mesh_agreement(a: trimesh.Trimesh, b: trimesh.Trimesh) -> float:
     return max(iou(occ_a, mesh_occupancy(_rotated(b, angle), points, 0.25)) for angle in ROTATIONS_DEG)
 
 
+def scale_override(scale: float, default: Ramp, texture_stage_only: bool) -> str:
+    """The override that sets the guidance scale to `scale` for the whole run, or only where the default ramp
+    ends (the texture stage)."""
+    if not texture_stage_only:
+        return f"guidance.guidance_scale={scale}"
+    ramp = dataclasses.replace(default, end=scale)
+    return "guidance.guidance_scale=" + json.dumps(dataclasses.asdict(ramp))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompt", default="a blue cone")
     parser.add_argument("--scales", default="10,25,50,100")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=Path("outputs/cfg_scale"))
+    parser.add_argument("--texture-stage", action="store_true",
+                        help="vary only the texture stage's scale (the default ramp's end), not the shape stage's")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    default = load_config(None, [], prompt=args.prompt).guidance.guidance_scale
     color, shape = args.prompt.split()[-2:]
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"prompt {args.prompt!r}; the prompt colour's own chroma is {chroma(COLORS[color]):.1f}")
@@ -61,7 +79,8 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         meshes, scores = [], []
         for seed in seeds:
-            run = run_prompt(args.prompt, seed, out, [f"guidance.guidance_scale={scale}", *args.overrides])
+            run = run_prompt(args.prompt, seed, out, [scale_override(scale, default, args.texture_stage),
+                                                      *args.overrides])
             path = run / "result" / "model.ply" if run else None
             if path is None or not path.exists():
                 continue

@@ -135,6 +135,18 @@ def test_cfg_benchmark_measures_agreement_and_chroma(tmp_path):
     assert chroma([0.5, 0.5, 0.5]) < 1 and chroma(COLORS["blue"]) > 60
 
 
+def test_cfg_benchmark_can_vary_only_the_texture_stage_scale():
+    from cfg_scale import scale_override
+
+    from sds.config import Ramp, load_config
+
+    default = Ramp(50.0, 25.0, 150, 151)
+    whole = load_config(None, [scale_override(10.0, default, False)], prompt="x").guidance.guidance_scale
+    texture = load_config(None, [scale_override(10.0, default, True)], prompt="x").guidance.guidance_scale
+    assert whole.at(0) == whole.at(400) == 10.0
+    assert (texture.at(0), texture.at(400)) == (50.0, 10.0)  # the shape stage keeps the default's scale
+
+
 @pytest.mark.slow
 def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
     run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
