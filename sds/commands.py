@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from sds.config import RunConfig, from_dict, load_config
+from sds.config import ConfigError, RunConfig, from_dict, load_config
 from sds.errors import RunError
 from sds.run import peak_memory_mb
 
@@ -107,10 +107,12 @@ def _prepare(cfg: RunConfig):
     return guidance, make_trainer(cfg, device), warnings, load_seconds
 
 
-def _record_setup(run, trainer, warnings: list[str], load_seconds: float) -> None:
+def _record_setup(run, guidance, trainer, warnings: list[str], load_seconds: float) -> None:
     run.add_timing("load_model", load_seconds)
     run.info.device = str(trainer.field_device)
     run.info.renderer_path = trainer.renderer.path
+    run.info.model_kind = "latent" if hasattr(guidance, "vae") else "pixel"
+    run.info.prediction_type = guidance.prediction_type
     run.info.warnings = warnings
 
 
@@ -143,7 +145,7 @@ def generate(cfg: RunConfig, show_progress: bool = True) -> int:
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     run = Run.create(cfg)
     log.info("run folder: %s", run.path)
-    _record_setup(run, trainer, warnings, load_seconds)
+    _record_setup(run, guidance, trainer, warnings, load_seconds)
     return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
@@ -154,7 +156,17 @@ def _open_run(run_dir: Path):
         raise RunError(f"{run_dir} is not a run folder (no config.yaml / run.json)")
     import yaml
 
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    path = run_dir / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RunError(f"{path} is not readable YAML ({type(e).__name__}); restore it from a copy") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} does not hold a config (expected a mapping of keys); restore it from a copy")
+    try:
+        cfg = from_dict(data)
+    except ConfigError as e:
+        raise RunError(f"{path} is not a valid config for this version of sds: {e}") from None
     return Run.open(run_dir), cfg
 
 
@@ -167,7 +179,10 @@ def _load_trainer_state(run, trainer) -> None:
 
 
 def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> int:
-    """Continue from ckpt/last.pt in the same folder; steps=N extends a finished run."""
+    """Continue from ckpt/last.pt in the same folder; steps=N extends a finished run.
+
+    config.yaml is rewritten only once the model and the checkpoint have loaded: a resume that fails leaves the
+    run folder as it was."""
     from dataclasses import replace
 
     from sds.config import to_yaml
@@ -182,10 +197,14 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
                            f"would not continue the same run); got {', '.join(sorted(keys - allowed))}")
         new = load_config(None, overrides, require_prompt=False)
         cfg = replace(cfg, **{k: getattr(new, k) for k in keys})
-        write_atomic(run.path / "config.yaml", to_yaml(cfg))
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     _load_trainer_state(run, trainer)
-    _record_setup(run, trainer, warnings, load_seconds)
+    if trainer.step > cfg.steps:
+        raise RunError(f"the run is at step {trainer.step}, past steps={cfg.steps}; resume with steps >= "
+                       f"{trainer.step}")
+    if overrides:
+        write_atomic(run.path / "config.yaml", to_yaml(cfg))
+    _record_setup(run, guidance, trainer, warnings, load_seconds)
     log.info("resuming %s at step %d of %d", run.path, trainer.step, cfg.steps)
     run.info.steps_total = cfg.steps
     return _train_and_export(cfg, run, guidance, trainer, show_progress)

@@ -80,6 +80,10 @@ class RunInfo:
     revision: str | None
     device: str = ""
     renderer_path: str = ""
+    model_kind: str = ""
+    """"latent" (a VAE: Stable Diffusion) or "pixel" (the built-in prior, DeepFloyd IF stage I)."""
+    prediction_type: str = ""
+    """What the model's UNet predicts (epsilon, v_prediction, sample); converted to epsilon for SDS."""
     status: str = "running"
     steps_done: int = 0
     steps_total: int = 0
@@ -120,9 +124,20 @@ class Run:
 
     @classmethod
     def open(cls, path: Path) -> Run:
-        data = json.loads((path / "run.json").read_text())
+        from sds.errors import RunError
+
+        record = path / "run.json"
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{record} is corrupt ({type(e).__name__}); restore it from a copy") from None
         known = set(RunInfo.__dataclass_fields__)
-        return cls(path, RunInfo(**{k: v for k, v in data.items() if k in known}))
+        if not isinstance(data, dict):
+            raise RunError(f"{record} is corrupt (expected a JSON object); restore it from a copy")
+        try:
+            return cls(path, RunInfo(**{k: v for k, v in data.items() if k in known}))
+        except TypeError:
+            raise RunError(f"{record} is incomplete (it lacks the prompt, seed or model); restore it from a copy") from None
 
     @property
     def checkpoint(self) -> Path:

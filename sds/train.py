@@ -16,8 +16,10 @@ import torch
 
 from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
 from sds.config import RunConfig
+from sds.errors import RunError
 from sds.field.shading import sample_light_positions
 from sds.run import Run, write_atomic
+from sds.state_file import read_state
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +72,29 @@ def save_checkpoint(trainer: Trainer, run: Run) -> None:
     write_atomic(run.checkpoint, buffer.getvalue())
 
 
+CHECKPOINT_KEYS = ("field", "background", "optimizer", "generator", "step")
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """The state saved by ``save_checkpoint``, never unpickling anything but plain data (``sds.state_file``);
+    a crafted, truncated, empty or incomplete file raises RunError with one line."""
+    state = read_state(path, device, "sds checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise RunError(f"{path} is not a complete sds checkpoint (missing {', '.join(missing)})")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise RunError(f"{path} is not a usable sds checkpoint (its step is {state['step']!r})")
+    return state
+
+
 def load_checkpoint(trainer: Trainer, run: Run) -> None:
-    state = torch.load(run.checkpoint, map_location=trainer.field_device, weights_only=False)
-    trainer.load_state_dict(state)
+    state = read_checkpoint(run.checkpoint, trainer.field_device)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"{run.checkpoint} does not fit the run's config.yaml (was the config edited, or the "
+                       f"checkpoint copied from another run?): {first[:200]}") from None
 
 
 def in_texture_stage(cfg: RunConfig, step: int) -> bool:
@@ -235,7 +257,12 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
             if trainer.step % cfg.checkpoint_every == 0:
                 save_progress(trainer, run, rows)
     except FloatingPointError as e:
-        log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, _checkpoint_step(run))
+        kept = _checkpoint_step(run)
+        if kept is None:
+            log.error("%s; stopping. No checkpoint was written before it (the first is at step %d).", e,
+                      cfg.checkpoint_every)
+        else:
+            log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, kept)
         status = "nan"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -251,7 +278,8 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
     return status
 
 
-def _checkpoint_step(run: Run) -> int:
+def _checkpoint_step(run: Run) -> int | None:
+    """The step of the run's last checkpoint, or None when there is none."""
     if not run.checkpoint.exists():
-        return 0
-    return int(torch.load(run.checkpoint, weights_only=False, map_location="cpu")["step"])
+        return None
+    return read_checkpoint(run.checkpoint)["step"]

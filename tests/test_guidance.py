@@ -98,3 +98,42 @@ def test_missing_model_path_names_path(tmp_path):
     with pytest.raises(ModelLoadError, match="no model_index.json"):
         resolve_model(str(tmp_path))
     assert resolve_model("stabilityai/stable-diffusion-2-1-base").is_local is False
+
+
+def _with_prediction_type(folder, tmp_path, kind: str):
+    """A copy of a tiny model folder whose scheduler says the UNet predicts `kind`."""
+    import json
+    import shutil
+
+    copy = tmp_path / f"model-{kind}"
+    shutil.copytree(folder, copy)
+    path = copy / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "prediction_type": kind}))
+    return copy
+
+
+@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model"])
+def test_a_v_prediction_model_output_is_converted_to_epsilon(fixture, request, tmp_path):
+    from sds.guidance.sds import guided_noise
+
+    folder = _with_prediction_type(request.getfixturevalue(fixture), tmp_path, "v_prediction")
+    cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5))
+    guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+    assert guidance.prediction_type == "v_prediction"
+    gen = torch.Generator().manual_seed(0)
+    channels = guidance.unet.config.in_channels
+    x_t = torch.randn(2, channels, guidance.unet.config.sample_size, guidance.unet.config.sample_size, generator=gen)
+    t = torch.tensor([100, 900])
+    cond = guidance.embeddings.for_views([None, None])
+    with torch.no_grad():
+        v = guided_noise(guidance.unet, x_t, t, guidance.embeddings.uncond.expand(2, -1, -1), cond, 7.5)
+        eps = guidance.predict_noise(x_t, t, cond, 7.5)
+    ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.allclose(eps, ab.sqrt() * v + (1 - ab).sqrt() * x_t, atol=1e-5)
+    assert not torch.allclose(eps, v, atol=1e-2)  # used as epsilon, v would give another gradient
+
+
+def test_an_unsupported_prediction_type_fails_before_any_compute(tiny_pixel_model, tmp_path):
+    folder = _with_prediction_type(tiny_pixel_model, tmp_path, "flow_prediction")
+    with pytest.raises(ModelLoadError, match="flow_prediction"):
+        load_guidance(GuidanceConfig(model=str(folder)), "a red cube", torch.device("cpu"))

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import cfg_combine, sample_timesteps, score_distillation, sds_weight, t_max_at, t_min_at
+from sds.guidance.sds import (
+    cfg_combine,
+    sample_timesteps,
+    score_distillation,
+    sds_weight,
+    t_max_at,
+    t_min_at,
+    to_epsilon,
+)
 
 
 def test_cfg_combine_is_uncond_plus_scaled_difference():
@@ -77,18 +85,47 @@ def test_sds_gradient_equals_analytic(weighting):
     assert torch.allclose(grad, expected, atol=1e-6)
 
 
-def test_grad_clip_and_nan_to_num():
+def test_grad_clip_clamps_and_a_non_finite_gradient_is_an_error():
     cfg = GuidanceConfig(grad_clip=0.01, t_max_end=0.98)
     x = torch.zeros(2, 3, 4, 4, requires_grad=True)
-    out = score_distillation(x, lambda x_t, t: torch.full_like(x_t, float("nan")), torch.linspace(0.99, 0.01, 1000),
-                             cfg, 0, 10, torch.Generator().manual_seed(0))
-    out.loss.backward()
-    assert torch.isfinite(x.grad).all()
-    cfg = dataclasses.replace(cfg, grad_clip=0.01)
+    with pytest.raises(FloatingPointError, match="not finite"):  # never zeroed into a run that trains nothing
+        score_distillation(x, lambda x_t, t: torch.full_like(x_t, float("nan")), torch.linspace(0.99, 0.01, 1000),
+                           cfg, 0, 10, torch.Generator().manual_seed(0))
+    with pytest.raises(FloatingPointError):
+        score_distillation(x, lambda x_t, t: torch.full_like(x_t, float("inf")), torch.linspace(0.99, 0.01, 1000),
+                           cfg, 0, 10, torch.Generator().manual_seed(0))
     x2 = torch.zeros(2, 3, 4, 4, requires_grad=True)
     score_distillation(x2, lambda x_t, t: 100 * torch.ones_like(x_t), torch.linspace(0.99, 0.01, 1000), cfg, 0, 10,
                        torch.Generator().manual_seed(0)).loss.backward()
     assert x2.grad.abs().max() <= 0.01 / 2 + 1e-9  # clamp, then / B
+
+
+def _noised(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x0, eps = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    alpha_bar = torch.tensor([0.9, 0.5, 0.02]).view(-1, 1, 1, 1)
+    return x0, eps, alpha_bar, alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+
+
+def test_to_epsilon_recovers_the_noise_from_each_prediction_type():
+    x0, eps, ab, x_t = _noised()
+    v = ab.sqrt() * eps - (1 - ab).sqrt() * x0  # Salimans & Ho's velocity
+    assert torch.allclose(to_epsilon(eps, x_t, ab, "epsilon"), eps)
+    assert torch.allclose(to_epsilon(v, x_t, ab, "v_prediction"), eps, atol=1e-5)
+    assert torch.allclose(to_epsilon(x0, x_t, ab, "sample"), eps, atol=1e-4)
+    # Read as epsilon, a v output is badly wrong (the bug this conversion fixes), worst at high noise.
+    assert (v - eps)[2].abs().mean() > 0.5
+    with pytest.raises(ValueError, match="unsupported prediction_type"):
+        to_epsilon(v, x_t, ab, "flow")
+
+
+def test_to_epsilon_commutes_with_classifier_free_guidance():
+    """The conversion is affine with one offset for both branches: CFG on v then convert = convert then CFG."""
+    x0, eps, ab, x_t = _noised(1)
+    v_u, v_c = torch.randn_like(x_t), torch.randn_like(x_t)
+    after = to_epsilon(cfg_combine(v_u, v_c, 7.5), x_t, ab, "v_prediction")
+    before = cfg_combine(to_epsilon(v_u, x_t, ab, "v_prediction"), to_epsilon(v_c, x_t, ab, "v_prediction"), 7.5)
+    assert torch.allclose(after, before, atol=1e-4)
 
 
 def test_learning_rate_decay_is_constant_then_half_a_cosine_to_the_final_fraction():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import SDSOutput, guided_noise, score_distillation
+from sds.guidance.sds import SDSOutput, guided_noise, score_distillation, to_epsilon
 from sds.prompt import PromptEmbeddings
 
 GuidanceOutput = SDSOutput
@@ -28,6 +28,8 @@ class Guidance:
         self.embeddings = embeddings.to(self.device, self.dtype)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = str(getattr(scheduler.config, "prediction_type", "epsilon"))
+        """What the UNet predicts; its output is converted to epsilon before SDS (``to_epsilon``)."""
 
     @property
     def image_size(self) -> int:
@@ -46,10 +48,12 @@ class Guidance:
                                                antialias=images.shape[-1] > size)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
-        """CFG-combined epsilon (guidance scale `scale`) for x_t [B, C, h, w] and conditional embeddings cond
-        [B, L, D]."""
+        """CFG-combined epsilon (guidance scale `scale`) for x_t [B, C, h, w] at timesteps t [B] and conditional
+        embeddings cond [B, L, D]; a v- or sample-predicting model's output is converted to epsilon."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
-        return guided_noise(self.unet, x_t, t, uncond, cond, scale)
+        output = guided_noise(self.unet, x_t, t, uncond, cond, scale)
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
 
     def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], step: int, total_steps: int,
                  generator: torch.Generator | None = None) -> SDSOutput:

@@ -109,10 +109,22 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
         where = "local folder" if source.is_local else "hub id (no network? set model= to a local folder)"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
+    check_prediction_type(parts["scheduler"], cfg.model)
     for name in ("unet", "text_encoder", "vae"):
         if name in parts:
             parts[name].to(device)
     return parts, source
+
+
+def check_prediction_type(scheduler, model: str) -> str:
+    """The model's prediction type (epsilon, v_prediction or sample); ModelLoadError for any other."""
+    from sds.guidance.sds import PREDICTION_TYPES
+
+    kind = str(getattr(scheduler.config, "prediction_type", "epsilon"))
+    if kind not in PREDICTION_TYPES:
+        raise ModelLoadError(f"model {model!r} predicts {kind!r} (scheduler prediction_type); sds supports "
+                             f"{', '.join(PREDICTION_TYPES)}")
+    return kind
 
 
 def load_guidance(cfg: GuidanceConfig, prompt: str, device: torch.device) -> tuple[Guidance, list[str]]:
@@ -121,6 +133,8 @@ def load_guidance(cfg: GuidanceConfig, prompt: str, device: torch.device) -> tup
     from sds.guidance.pixel import PixelGuidance
 
     parts, source = load_components(cfg, device)
+    log.info("model %s: %s, predicts %s", cfg.model, "latent (VAE)" if "vae" in parts else "pixel space",
+             parts["scheduler"].config.prediction_type)
     warnings = check_prompt(parts["tokenizer"], prompt)
     embeddings = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompt, cfg.negative_prompt,
                                 cfg.view_dependent_prompts, device)

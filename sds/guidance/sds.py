@@ -37,6 +37,30 @@ def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor,
     return cfg_combine(eps_uncond, eps_cond, scale)
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+"""What a diffusers UNet may predict (its scheduler's ``prediction_type``); SDS needs epsilon, so the others
+are converted by ``to_epsilon``."""
+
+
+def to_epsilon(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The noise epsilon implied by a model's output at x_t = sqrt(ab) x0 + sqrt(1 - ab) eps.
+
+    - "epsilon": the output is eps.
+    - "v_prediction" (Salimans & Ho 2022; SD 2.x 768 and many fine-tunes): v = sqrt(ab) eps - sqrt(1 - ab) x0,
+      so eps = sqrt(ab) v + sqrt(1 - ab) x_t.
+    - "sample": the output is x0, so eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab).
+    The conversion is affine in the output with the same offset for both CFG branches, so it may be applied
+    before or after ``cfg_combine`` with the same result. alpha_bar broadcasts against x_t ([B, 1, 1, 1]).
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - alpha_bar.sqrt() * output) / (1 - alpha_bar).sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}; sds supports {', '.join(PREDICTION_TYPES)}")
+
+
 def _annealed(start: float, end: float, cfg: GuidanceConfig, step: int, total_steps: int) -> float:
     """Linear from start to end over the first anneal_fraction of the run, then end."""
     anneal_steps = cfg.anneal_fraction * total_steps
@@ -112,7 +136,9 @@ def score_distillation(
         x_t = ab.sqrt() * x.detach() + (1 - ab).sqrt() * noise
         eps_hat = predict_noise(x_t, t)
         grad = sds_weight(cfg.weighting, ab) * (eps_hat.float() - noise.float())
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if not torch.isfinite(grad).all():  # a broken guidance signal is a failed run, never a silent zero
+            raise FloatingPointError(f"the SDS gradient is not finite at t = {t.tolist()} (the model's output "
+                                     "overflowed or is NaN)")
         if cfg.grad_clip is not None:
             grad = grad.clamp(-cfg.grad_clip, cfg.grad_clip)
     grad_norm = float(grad.flatten(1).pow(2).sum(1).sqrt().mean())

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from sds.errors import RunError
 from sds.prior.data import DataConfig, PriorDataset, caption, make_dataset
 from sds.prior.model import PriorArchitecture, build_scheduler, build_text_encoder, build_unet, save_prior
 from sds.prior.world import COLORS, SHAPES
+from sds.state_file import read_state
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +59,20 @@ def _tokenize_all(data: PriorDataset, tokenizer) -> tuple[torch.Tensor, torch.Te
 
 
 def _load_or_make_data(out_dir: Path, cfg: PriorTrainConfig) -> PriorDataset:
+    """The rendered data set, cached in OUT_DIR/data.pt as plain tensors and text (read without unpickling code)."""
     path = out_dir / "data.pt"
     if path.exists():
-        saved = torch.load(path, weights_only=False)
-        if saved["config"] == asdict(cfg.data):
-            return saved["data"]
+        saved = read_state(path, what="prior data cache (delete it to render the data again)")
+        if saved.get("config") == asdict(cfg.data):
+            try:
+                return PriorDataset(saved["images"], saved["shape_index"], saved["color_index"], list(saved["views"]))
+            except KeyError as e:
+                raise RunError(f"{path} is not a complete prior data cache (missing {e}); delete it to render "
+                               "the data again") from None
     data = make_dataset(cfg.data, show_progress=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"config": asdict(cfg.data), "data": data}, tmp)
+    torch.save({"config": asdict(cfg.data), "images": data.images, "shape_index": data.shape_index,
+                "color_index": data.color_index, "views": list(data.views)}, tmp)
     os.replace(tmp, path)
     return data
 
@@ -94,12 +102,16 @@ def train_prior(out_dir: Path, cfg: PriorTrainConfig, show_progress: bool = True
     step = 0
     ckpt_path = out_dir / "ckpt.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        for module, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema_unet, "ema_unet"),
-                            (ema_text, "ema_text"), (optimizer, "optimizer")):
-            module.load_state_dict(ckpt[key])
-        generator.set_state(ckpt["generator"])
-        step = ckpt["step"]
+        ckpt = read_state(ckpt_path, device, "prior checkpoint")
+        try:
+            for module, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema_unet, "ema_unet"),
+                                (ema_text, "ema_text"), (optimizer, "optimizer")):
+                module.load_state_dict(ckpt[key])
+            generator.set_state(ckpt["generator"])
+            step = int(ckpt["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise RunError(f"{ckpt_path} does not fit this prior's architecture or is incomplete ({e!s:.200}); "
+                           "train into a new folder") from None
         log.info("resumed prior training at step %d", step)
 
     images = data.images.to(device)
