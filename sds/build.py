@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from sds.config import FieldConfig, RenderConfig, RunConfig
+from sds.errors import UserError
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but torch sees no CUDA GPU; use device=cpu or device=auto")
+        raise UserError("device: cuda requested but torch sees no CUDA GPU; use device=cpu or device=auto")
     return torch.device(name)
 
 

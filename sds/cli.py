@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 from sds.config import ConfigError, load_config, to_yaml
 
 log = logging.getLogger("sds")
+
+OVERRIDE_LIKE = re.compile(r"[A-Za-z_][\w.]*=\S*")
+"""What a key=value override looks like; a prompt never does."""
 
 EXAMPLES = """examples:
   sds generate "a red cube"
@@ -120,6 +124,29 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def check_sample_args(args) -> None:
+    """`sds sample`'s arguments, checked before anything loads (ConfigError names the flag)."""
+    import math
+
+    def check(ok: bool, flag: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{flag}: {message}")
+
+    check(bool(args.prompt.strip()), "prompt", "empty; say what to draw, e.g. sds sample \"a red cube\"")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("prompt: is not valid UTF-8 text") from None
+    check(1 <= args.n <= 256, "-n", f"must be in [1, 256], got {args.n}")
+    check(1 <= args.steps <= 1000, "--steps", f"must be in [1, 1000], got {args.steps}")
+    check(math.isfinite(args.guidance_scale) and 0 <= args.guidance_scale <= 1000, "--guidance-scale",
+          f"must be a finite number in [0, 1000], got {args.guidance_scale}")
+    check(args.seed >= 0, "--seed", f"must be >= 0, got {args.seed}")
+    if args.out is not None:
+        check(not args.out.is_dir(), "--out", f"{args.out} is a folder; give a file name such as {args.out / 'samples.png'}")
+        check(args.out.suffix.lower() in (".png", ".jpg", ".jpeg"), "--out", f"must end in .png or .jpg, got {args.out}")
+
+
 def _dispatch(args) -> int:
     from sds import commands
 
@@ -128,6 +155,9 @@ def _dispatch(args) -> int:
         print(to_yaml(cfg), end="")
         return 0
     if args.command == "generate":
+        if OVERRIDE_LIKE.fullmatch(args.prompt):  # `sds generate seed=1 steps=1`: the prompt was forgotten
+            raise ConfigError(f"prompt: missing ({args.prompt!r} is a key=value override, not a prompt); put the "
+                              f"prompt first: sds generate \"a red cube\" {args.prompt}")
         cfg = load_config(args.config, args.overrides, prompt=args.prompt)
         return commands.generate(cfg, show_progress=not args.no_progress)
     if args.command == "resume":
@@ -137,6 +167,7 @@ def _dispatch(args) -> int:
     if args.command == "view":
         return commands.view(args.run_dir, open_browser=not args.no_open)
     if args.command == "sample":
+        check_sample_args(args)
         return commands.sample(args)
     if args.command == "train-prior":
         return commands.train_prior(args)

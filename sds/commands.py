@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sds.config import ConfigError, RunConfig, from_dict, load_config
@@ -61,17 +63,13 @@ def _render_fn(renderer):
 
 
 def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
-    from sds.export import EmptySceneError, export_result
+    from sds.export import export_result
     from sds.export.pipeline import SCENE_BOX_WARNING
 
     started = time.perf_counter()
     try:
         out = export_result(trainer.field, trainer.field.bound, _render_fn(trainer.renderer), run.path / "result",
                             cfg.export, show_progress=show_progress)
-    except EmptySceneError as e:
-        run.info.status = "empty"
-        run.info.message = str(e)
-        raise
     finally:
         run.add_timing("export", time.perf_counter() - started)
         run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
@@ -116,31 +114,63 @@ def _record_setup(run, guidance, trainer, warnings: list[str], load_seconds: flo
     run.info.warnings = warnings
 
 
+@contextlib.contextmanager
+def _true_status(run, phase: str) -> Iterator[None]:
+    """Whatever ends `phase` (an interrupt, an empty scene, a full disk, a bug), run.json ends saying so:
+    interrupted, empty or failed with the one-line reason. The exception still propagates to the CLI."""
+    from sds.errors import user_message
+    from sds.export import EmptySceneError
+
+    try:
+        yield
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            status, message = "interrupted", f"interrupted during {phase}; the checkpoint is kept"
+            if phase == "export":
+                message += f": export again with sds export {run.path}"
+        elif isinstance(e, EmptySceneError):
+            status, message = "empty", str(e)
+        else:
+            status, message = "failed", f"{phase}: {user_message(e) or f'{type(e).__name__}: {e}'}"
+        run.info.status, run.info.message = status, message
+        try:
+            run.save()
+        except OSError:  # the disk may be the fault; the CLI still prints the reason
+            log.error("could not record status %s in %s", status, run.path / "run.json")
+        raise
+
+
 def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: bool) -> int:
+    """Train, then export; run.json says "running" until the mesh is written, then "ok"."""
     import torch
 
     from sds.train import train
 
-    run.info.status = "running"
+    run.info.status, run.info.message = "running", ""
     run.save()
-    status = train(trainer, guidance, run, show_progress=show_progress)
-    run.info.status = status
+    with _true_status(run, "training"):
+        status = train(trainer, guidance, run, show_progress=show_progress)
+    run.info.status = status if status != "ok" else "running"
     if torch.cuda.is_available():
         run.info.peak_memory_mb["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
     run.save()
     if status != "ok":
         hint = f"continue with: sds resume {run.path}" if status == "interrupted" else "lower the learning rates or guidance scale"
-        log.error("run ended with status %s at step %d; %s", status, trainer.step, hint)
+        log.error("run ended with status %s at step %d; %s", status, run.info.steps_done, hint)
         return 130 if status == "interrupted" else 1
-    _export(trainer, run, cfg, show_progress)
+    with _true_status(run, "export"):
+        _export(trainer, run, cfg, show_progress)
+    run.info.status = "ok"
+    run.save()
     log.info("done: %s", run.path / "result")
     return 0
 
 
 def generate(cfg: RunConfig, show_progress: bool = True) -> int:
-    from sds.run import Run
+    from sds.run import Run, check_output_dir
 
+    check_output_dir(Path(cfg.output_dir).expanduser().resolve())  # before minutes of loading, not after
     # Load first: a bad model path or prompt must not leave an empty run folder behind.
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     run = Run.create(cfg)
@@ -235,7 +265,12 @@ def export(run_dir: Path, formats: str | None, resolution: int | None, threshold
 
     trainer = make_trainer(cfg, pick_device(cfg.device))
     _load_trainer_state(run, trainer)
+    # A failed re-export changes nothing: the last result stays (files are published only once all are written)
+    # and so does the run's status.
     _export(trainer, run, cfg, show_progress=True)
+    if run.info.status in ("interrupted", "empty", "failed") and trainer.step >= cfg.steps:
+        run.info.status, run.info.message = "ok", ""  # training had finished; now the mesh is written too
+        run.save()
     return 0
 
 

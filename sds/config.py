@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -18,8 +19,10 @@ from typing import Any, Literal
 
 import yaml
 
+from sds.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A bad configuration value; the message names the key."""
 
 
@@ -372,7 +375,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Ramp:
         value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return constant(float(value))
+            return constant(_coerce(value, float, key))
         if isinstance(value, Ramp):
             return value
         return _build(Ramp, value, key)
@@ -390,6 +393,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         value = _number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -453,7 +458,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config: file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"config: {path} is not UTF-8 text") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config: {path} is not valid YAML ({e.__class__.__name__})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -506,8 +513,19 @@ def _check_range(pair: tuple[float, float], key: str, lo: float, hi: float) -> N
     _check(lo <= pair[0] <= pair[1] <= hi, key, f"need {lo} <= low <= high <= {hi}, got {list(pair)}")
 
 
+def _check_between(value: float | None, key: str, lo: float, hi: float, allow_none: bool = False) -> None:
+    """lo <= value <= hi (None passes only when allowed): every numeric key has a range."""
+    if value is None and allow_none:
+        return
+    _check(value is not None and lo <= value <= hi, key, f"must be in [{lo:g}, {hi:g}]{' or null' if allow_none else ''}, "
+           f"got {value!r}")
+
+
+MAX_STEPS = 10_000_000
+
+
 def _check_ramp_steps(ramp: Ramp, key: str) -> None:
-    _check(ramp.end_step >= ramp.start_step >= 0, key, "need 0 <= start_step <= end_step")
+    _check(MAX_STEPS >= ramp.end_step >= ramp.start_step >= 0, key, f"need 0 <= start_step <= end_step <= {MAX_STEPS}")
 
 
 def _check_ramp_range(ramp: Ramp, key: str, lo: float, hi: float) -> None:
@@ -521,22 +539,28 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     if require_prompt:
         _check(bool(cfg.prompt.strip()), "prompt", "empty; say what to make, e.g. sds generate \"a red cube\"")
     _check(len(cfg.prompt) <= MAX_PROMPT_CHARS, "prompt", f"longer than {MAX_PROMPT_CHARS} characters")
-    _check(cfg.steps > 0, "steps", f"must be positive, got {cfg.steps}")
-    _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
-    _check(cfg.checkpoint_every > 0, "checkpoint_every", "must be positive")
-    _check(cfg.preview_every > 0, "preview_every", "must be positive")
+    _check(_is_utf8(cfg.prompt), "prompt", "is not valid UTF-8 text")
+    _check(0 < cfg.steps <= MAX_STEPS, "steps", f"must be in [1, {MAX_STEPS}], got {cfg.steps}")
+    _check(0 <= cfg.seed < 2**63, "seed", f"must be in [0, 2**63), got {cfg.seed}")
+    _check_between(cfg.checkpoint_every, "checkpoint_every", 1, MAX_STEPS)
+    _check_between(cfg.preview_every, "preview_every", 1, MAX_STEPS)
     g = cfg.guidance
     _check(bool(g.model.strip()), "guidance.model", "empty")
-    _check(g.guidance_scale.start > 0 and g.guidance_scale.end > 0, "guidance.guidance_scale", "must be > 0")
+    _check(0 < g.guidance_scale.start <= 1000 and 0 < g.guidance_scale.end <= 1000, "guidance.guidance_scale",
+           "must be in (0, 1000]")
     _check_ramp_steps(g.guidance_scale, "guidance.guidance_scale")
     _check(0 <= g.t_min < g.t_max <= 1, "guidance.t_min", f"need 0 <= t_min < t_max <= 1, got {g.t_min}, {g.t_max}")
     _check(g.t_min < g.t_max_end <= g.t_max, "guidance.t_max_end", "need t_min < t_max_end <= t_max")
     _check(g.t_min_start is None or g.t_min <= g.t_min_start < g.t_max, "guidance.t_min_start",
            "need t_min <= t_min_start < t_max")
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
-    _check(g.grad_clip is None or g.grad_clip > 0, "guidance.grad_clip", "must be > 0 or null")
+    _check(g.grad_clip is None or 0 < g.grad_clip <= 1e6, "guidance.grad_clip", "must be in (0, 1e6] or null")
     c = cfg.camera
-    _check(c.batch_size > 0, "camera.batch_size", "must be positive")
+    _check_between(c.batch_size, "camera.batch_size", 1, 256)
+    _check_between(c.light_jitter_deg, "camera.light_jitter_deg", 0, 180)
+    _check_between(c.front_half_width_deg, "camera.front_half_width_deg", 0, 180)
+    _check_between(c.back_half_width_deg, "camera.back_half_width_deg", 0, 180)
+    _check_between(c.overhead_elevation_deg, "camera.overhead_elevation_deg", 0, 90)
     _check_range(c.radius_range, "camera.radius_range", 1e-3, 1e3)
     _check_range(c.elevation_range_deg, "camera.elevation_range_deg", -90, 90)
     _check_range(c.low_elevation_range_deg, "camera.low_elevation_range_deg", -90, 90)
@@ -545,43 +569,48 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(c.radius_range[0] > cfg.field.bound * 3**0.5, "camera.radius_range",
            f"cameras must stay outside the scene cube (radius > {cfg.field.bound * 3**0.5:.2f})")
     f = cfg.field
-    _check(f.bound > 0, "field.bound", "must be positive")
+    _check(0 < f.bound <= 100, "field.bound", "must be in (0, 100]")
     _check(4 <= f.grid_resolution <= 512, "field.grid_resolution", "must be in [4, 512]")
-    _check(all(c >= 2 for c in f.coarse_resolutions), "field.coarse_resolutions", "each must be >= 2")
+    _check(all(2 <= c <= 512 for c in f.coarse_resolutions), "field.coarse_resolutions", "each must be in [2, 512]")
     _check(1 <= f.hash_levels <= 32, "field.hash_levels", "must be in [1, 32]")
+    _check_between(f.hash_features_per_level, "field.hash_features_per_level", 1, 8)
     _check(10 <= f.hash_log2_table_size <= 24, "field.hash_log2_table_size", "must be in [10, 24]")
+    _check_between(f.hash_base_resolution, "field.hash_base_resolution", 1, 4096)
+    _check_between(f.hash_max_resolution, "field.hash_max_resolution", 2, 8192)
     _check(f.hash_base_resolution < f.hash_max_resolution, "field.hash_base_resolution", "must be < hash_max_resolution")
-    _check(f.hidden_dim > 0, "field.hidden_dim", "must be positive")
-    _check(f.blob_radius > 0 and f.blob_density >= 0, "field.blob_radius", "blob radius > 0, blob density >= 0")
+    _check_between(f.hidden_dim, "field.hidden_dim", 1, 1024)
+    _check(0 < f.blob_radius <= 2 * f.bound, "field.blob_radius", "must be in (0, 2 * field.bound]")
+    _check_between(f.blob_density, "field.blob_density", 0, 100)
     _check(0.01 <= f.albedo_init <= 0.99, "field.albedo_init", "must be in [0.01, 0.99]")
     _check(0 <= f.init_noise <= 10, "field.init_noise", "must be in [0, 10]")
-    _check(f.normal_eps > 0, "field.normal_eps", "must be positive")
-    _check(f.sdf_beta > 0, "field.sdf_beta", "must be positive")
-    _check(f.sdf_scale > 0, "field.sdf_scale", "must be positive")
+    _check(0 < f.normal_eps <= f.bound, "field.normal_eps", "must be in (0, field.bound]")
+    _check(0 < f.sdf_beta <= f.bound, "field.sdf_beta", "must be in (0, field.bound]")
+    _check(0 < f.sdf_scale <= 10, "field.sdf_scale", "must be in (0, 10]")
     r = cfg.render
     _check(8 <= r.resolution <= 1024, "render.resolution", "must be in [8, 1024]")
     _check(2 <= r.samples_per_ray <= 1024, "render.samples_per_ray", "must be in [2, 1024]")
     _check(0 <= r.ambient <= 1, "render.ambient", "must be in [0, 1]")
-    _check(r.albedo_warmup_steps >= 0, "render.albedo_warmup_steps", "must be >= 0")
+    _check_between(r.albedo_warmup_steps, "render.albedo_warmup_steps", 0, MAX_STEPS)
     _check(0 <= r.textureless_prob <= 1, "render.textureless_prob", "must be in [0, 1]")
     _check(0 <= r.random_background_prob <= 1, "render.random_background_prob", "must be in [0, 1]")
     _check(0 <= r.normal_gradient_scale <= 1, "render.normal_gradient_scale", "must be in [0, 1]")
     _check_ramp_range(r.color_depth_gradient_scale, "render.color_depth_gradient_scale", 0, 1)
     o = cfg.optim
     for name in ("lr_grid", "lr_mlp", "lr_background"):
-        _check(getattr(o, name) > 0, f"optim.{name}", "must be positive")
+        _check(0 < getattr(o, name) <= 10, f"optim.{name}", "must be in (0, 10]")
+    _check(o.grad_clip_norm is None or 0 < o.grad_clip_norm <= 1e6, "optim.grad_clip_norm",
+           f"must be in (0, 1e6] or null (0 would zero every gradient, < 0 train the wrong way), got {o.grad_clip_norm}")
     _check(0 < o.lr_final_fraction <= 1, "optim.lr_final_fraction", "must be in (0, 1]")
     _check(0 <= o.lr_decay_start < 1, "optim.lr_decay_start", "must be in [0, 1)")
-    _check(o.texture_lr_scale > 0, "optim.texture_lr_scale", "must be positive")
+    _check(0 < o.texture_lr_scale <= 100, "optim.texture_lr_scale", "must be in (0, 100]")
     _check_ramp_range(o.texture_density_step, "optim.texture_density_step", 0, 1)
-    _check(o.freeze_density_from is None or o.freeze_density_from >= 0, "optim.freeze_density_from",
-           "must be >= 0 or null")
+    _check_between(o.freeze_density_from, "optim.freeze_density_from", 0, MAX_STEPS, allow_none=True)
     _check(o.freeze_density_from is None or cfg.field.kind == "grid", "optim.freeze_density_from",
            "needs field.kind grid (a hash grid shares its features between density and albedo); "
            "set optim.freeze_density_from=null")
     for name in ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv", "eikonal"):
         ramp = getattr(cfg.reg, name)
-        _check(ramp.start >= 0 and ramp.end >= 0, f"reg.{name}", "weights must be >= 0")
+        _check(0 <= ramp.start <= 1e6 and 0 <= ramp.end <= 1e6, f"reg.{name}", "weights must be in [0, 1e6]")
         _check_ramp_steps(ramp, f"reg.{name}")
     orientation = cfg.reg.orientation
     _check(r.normal_gradient_scale > 0 or max(orientation.start, orientation.end) == 0, "reg.orientation",
@@ -593,20 +622,34 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(max(eikonal.start, eikonal.end) == 0 or (cfg.field.kind == "grid" and cfg.field.geometry == "sdf"),
            "reg.eikonal", "needs field.geometry sdf and field.kind grid (it keeps the grid's sdf channel a distance)")
     _check_ramp_range(f.redistance_blur_voxels, "field.redistance_blur_voxels", 0, 4)
-    _check(f.redistance_every >= 0, "field.redistance_every", "must be >= 0 (0: never)")
+    _check_between(f.redistance_every, "field.redistance_every", 0, MAX_STEPS)
     _check(f.redistance_every == 0 or (f.kind == "grid" and f.geometry == "sdf"), "field.redistance_every",
            "needs field.geometry sdf and field.kind grid (it rewrites the grid's sdf channel)")
     e = cfg.export
     _check(16 <= e.resolution <= 1024, "export.resolution", "must be in [16, 1024]")
     _check(0 <= e.bake_depth <= 0.5 * cfg.field.bound, "export.bake_depth", "must be in [0, field.bound / 2]")
-    _check(e.threshold is None or e.threshold > 0, "export.threshold", "must be > 0 or null")
+    _check(e.threshold is None or 0 < e.threshold <= 1e6, "export.threshold", "must be in (0, 1e6] or null")
     _check(bool(e.formats) and set(e.formats) <= {"glb", "obj", "ply"}, "export.formats",
            f"choose from glb, obj, ply; got {list(e.formats)}")
     _check(0 <= e.min_component_fraction < 1, "export.min_component_fraction", "must be in [0, 1)")
     _check(0 <= e.blur_voxels <= 8, "export.blur_voxels", "must be in [0, 8]")
-    _check(e.max_faces >= 0 and e.smooth_iterations >= 0, "export.max_faces", "must be >= 0")
+    _check_between(e.max_faces, "export.max_faces", 0, 100_000_000)
+    _check_between(e.smooth_iterations, "export.smooth_iterations", 0, 1000)
     _check(16 <= e.texture_size <= 8192, "export.texture_size", "must be in [16, 8192]")
-    _check(e.video_frames > 0 and e.video_resolution >= 16, "export.video_frames", "must be positive")
+    _check_between(e.roughness, "export.roughness", 0, 1)
+    _check_between(e.video_frames, "export.video_frames", 1, 3600)
+    _check_between(e.video_resolution, "export.video_resolution", 16, 4096)
+    _check_between(e.preview_resolution, "export.preview_resolution", 16, 4096)
+    _check_between(e.chunk_size, "export.chunk_size", 1024, 2**24)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates (bytes that were not UTF-8 on the command line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------------------- saving

@@ -1,20 +1,31 @@
-"""Which exceptions are the user's to fix, and the one line the CLI prints for them."""
+"""Which exceptions are the user's to fix, and the one line the CLI prints for them.
+
+Every expected failure is a ``UserError`` (config, model, run folder, empty scene, full disk); the CLI prints
+its message in one line and exits non-zero. File-system errors (permissions, a file where a folder should be,
+a full disk) are the user's too and get one line naming the path. Anything else is a bug and keeps its
+traceback. This module imports nothing heavy: ``sds.config`` builds on it.
+"""
 
 from __future__ import annotations
 
 
-class RunError(RuntimeError):
-    """A run folder problem the user can fix (missing checkpoint, not a run folder, ...)."""
+class UserError(Exception):
+    """A failure the user can fix; its message is one line saying what to do."""
+
+
+class RunError(UserError, RuntimeError):
+    """A run folder problem the user can fix (missing or corrupt checkpoint, not a run folder, ...)."""
 
 
 def user_message(error: BaseException) -> str | None:
     """One-line message for an expected failure, or None for a bug (which should show its traceback)."""
-    from sds.export import EmptySceneError
-    from sds.guidance.load import ModelLoadError
-    from sds.run import DiskFullError
-
-    if isinstance(error, (ModelLoadError, RunError, DiskFullError, FileNotFoundError, EmptySceneError)):
-        return str(error)
-    if isinstance(error, ValueError) and str(error).startswith(("device:", "render.", "field.")):
-        return str(error)
+    if isinstance(error, UserError):
+        return _one_line(str(error))
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return _one_line(f"{error.strerror}{where}")
     return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "failed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -21,11 +22,12 @@ from importlib import metadata
 from pathlib import Path
 
 from sds.config import RunConfig, to_yaml
+from sds.errors import UserError
 
-STATUSES = ("running", "ok", "nan", "empty", "interrupted", "error")
+STATUSES = ("running", "ok", "nan", "empty", "interrupted", "failed")
 
 
-class DiskFullError(OSError):
+class DiskFullError(UserError, OSError):
     """Raised instead of a bare ENOSPC so the CLI can say what was kept."""
 
 
@@ -52,6 +54,15 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         if e.errno == errno.ENOSPC:
             raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}") from None
         raise
+
+
+def check_output_dir(root: Path) -> None:
+    """A UserError (one line) unless runs can be written under `root`: checked before any model loads."""
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise UserError(f"output_dir {root} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output_dir {root} is not writable (no permission on {existing})")
 
 
 def package_versions() -> dict[str, str]:
@@ -108,14 +119,18 @@ class Run:
     def create(cls, cfg: RunConfig) -> Run:
         root = Path(cfg.output_dir).expanduser().resolve()
         parent = root / f"{slugify(cfg.prompt)}-{config_hash(cfg)}"
+        check_output_dir(root)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        if root not in parent.resolve().parents:  # slugify makes this impossible; keep the guarantee explicit
+            raise ValueError(f"run folder {parent} would fall outside {root}")
+        parent.mkdir(parents=True, exist_ok=True)
         path = parent / stamp
-        n = 1
-        while path.exists():
-            path, n = parent / f"{stamp}-{n}", n + 1
-        if root not in path.resolve().parents:  # slugify makes this impossible; keep the guarantee explicit
-            raise ValueError(f"run folder {path} would fall outside {root}")
-        path.mkdir(parents=True)
+        for n in itertools.count(1):
+            try:  # mkdir is atomic: of runs started in the same second, each gets its own folder
+                path.mkdir()
+                break
+            except FileExistsError:
+                path = parent / f"{stamp}-{n}"
         run = cls(path, RunInfo(cfg.prompt, cfg.seed, cfg.guidance.model, cfg.guidance.revision,
                                 steps_total=cfg.steps))
         write_atomic(path / "config.yaml", to_yaml(cfg))

@@ -6,9 +6,13 @@ on CPU give the same result, and a resumed run continues to the weights an unint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,6 +236,31 @@ def save_progress(trainer: Trainer, run: Run, rows: list[str]) -> None:
     write_atomic(run.metrics, "\n".join([METRICS_HEADER, *rows]) + "\n")
 
 
+@contextlib.contextmanager
+def stop_at_step_boundary() -> Iterator[threading.Event]:
+    """While training, Ctrl-C (SIGINT) and a polite kill (SIGTERM) only ask the loop to stop after the step it is
+    in, so the checkpoint written then is the state at a step boundary and a resumed run continues exactly. A
+    second signal stops at once (KeyboardInterrupt; the last periodic checkpoint is kept). Outside the main thread
+    (where Python cannot install handlers) signals keep their usual meaning."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        log.warning("%s: stopping after this step (again to stop at once)", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
     """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted.
 
@@ -246,16 +275,22 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                dynamic_ncols=True)
     started = time.perf_counter()
     status = "ok"
+    at_boundary = True  # whether the trainer's state is that of a step boundary (safe to checkpoint)
     try:
-        while trainer.step < end:
-            scalars = train_step(trainer, guidance)
-            rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f}")
-            bar.update(1)
-            bar.set_postfix(loss=f"{scalars['loss']:.3g}", opacity=f"{scalars['opacity']:.2f}")
-            if trainer.step % cfg.preview_every == 0:
-                save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
-            if trainer.step % cfg.checkpoint_every == 0:
-                save_progress(trainer, run, rows)
+        with stop_at_step_boundary() as stop_requested:
+            while trainer.step < end and not stop_requested.is_set():
+                at_boundary = False
+                scalars = train_step(trainer, guidance)
+                at_boundary = True
+                rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f}")
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['loss']:.3g}", opacity=f"{scalars['opacity']:.2f}")
+                if trainer.step % cfg.preview_every == 0:
+                    save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
+                if trainer.step % cfg.checkpoint_every == 0:
+                    save_progress(trainer, run, rows)
+            if stop_requested.is_set():
+                status = "interrupted"
     except FloatingPointError as e:
         kept = _checkpoint_step(run)
         if kept is None:
@@ -263,18 +298,23 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                       cfg.checkpoint_every)
         else:
             log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, kept)
+        run.info.message = str(e)
         status = "nan"
     except KeyboardInterrupt:
         status = "interrupted"
-        log.warning("interrupted at step %d; checkpoint saved, continue with: sds resume %s", trainer.step, run.path)
     finally:
         bar.close()
         run.add_timing("train", time.perf_counter() - started)
-    if status != "nan":
+    if status != "nan" and at_boundary:
         save_progress(trainer, run, rows)
+        run.info.steps_done = trainer.step
+    else:
+        run.info.steps_done = _checkpoint_step(run) or 0
     if status == "ok" and trainer.step < cfg.steps:
         status = "interrupted"
-    run.info.steps_done = trainer.step
+    if status == "interrupted":
+        run.info.message = f"interrupted at step {run.info.steps_done}; continue with: sds resume {run.path}"
+        log.warning("%s", run.info.message)
     return status
 
 

@@ -24,12 +24,19 @@ def test_overrides_win_and_aliases_work():
 @pytest.mark.parametrize("override,key,words", [
     ("stpes=3", "stpes", "did you mean 'steps'"),
     ("guidance.guidance_sclae=3", "guidance.guidance_sclae", "did you mean 'guidance.guidance_scale'"),
-    ("steps=-5", "steps", "positive"),
+    ("steps=-5", "steps", "[1, 10000000]"),
     ("steps=1.5", "steps", "integer"),
-    ("guidance.guidance_scale=0", "guidance.guidance_scale", "> 0"),
+    ("guidance.guidance_scale=0", "guidance.guidance_scale", "(0, 1000]"),
+    ("guidance.guidance_scale=.inf", "guidance.guidance_scale", "finite"),
+    ("guidance.guidance_scale=.nan", "guidance.guidance_scale", "finite"),
+    ("optim.grad_clip_norm=-1", "optim.grad_clip_norm", "wrong way"),
+    ("optim.grad_clip_norm=0", "optim.grad_clip_norm", "zero every gradient"),
+    ("export.chunk_size=0", "export.chunk_size", "[1024,"),
+    ("export.preview_resolution=0", "export.preview_resolution", "[16, 4096]"),
+    ("seed=9223372036854775808", "seed", "2**63"),
     ("guidance.t_min=0.99", "guidance.t_min", "t_min < t_max"),
     ("guidance.t_min_start=0.99", "guidance.t_min_start", "t_min_start < t_max"),
-    ("field.coarse_resolutions=[1, 8]", "field.coarse_resolutions", ">= 2"),
+    ("field.coarse_resolutions=[1, 8]", "field.coarse_resolutions", "[2, 512]"),
     ("guidance.weighting=cubic", "guidance.weighting", "one of"),
     ("render.samples_per_ray=true", "render.samples_per_ray", "integer"),
     ("camera.radius_range=[3, 2]", "camera.radius_range", "low <= high"),
@@ -193,9 +200,9 @@ def test_stable_diffusion_config_keeps_the_density_field():
 
 
 @pytest.mark.parametrize("override,words", [
-    ("field.sdf_beta=0", "^field.sdf_beta: must be positive"),
-    ("field.sdf_scale=-1", "^field.sdf_scale: must be positive"),
-    ("field.redistance_every=-1", "^field.redistance_every: must be >= 0"),
+    ("field.sdf_beta=0", "^field.sdf_beta: must be in \\(0, field.bound\\]"),
+    ("field.sdf_scale=-1", "^field.sdf_scale: must be in \\(0, 10\\]"),
+    ("field.redistance_every=-1", "^field.redistance_every: must be in \\[0, 1e\\+07\\]"),
     ("field.redistance_blur_voxels=5", "^field.redistance_blur_voxels: must be in \\[0, 4\\]"),
     ('field.redistance_blur_voxels={"start":1,"end":-1,"start_step":0,"end_step":100}',
      "^field.redistance_blur_voxels: must be in \\[0, 4\\]"),
@@ -203,8 +210,8 @@ def test_stable_diffusion_config_keeps_the_density_field():
      "^field.redistance_blur_voxels: need 0 <= start_step <= end_step"),
     ("optim.lr_final_fraction=0", "^optim.lr_final_fraction: must be in \\(0, 1\\]"),
     ("optim.lr_decay_start=1", "^optim.lr_decay_start: must be in \\[0, 1\\)"),
-    ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be >= 0"),
-    ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be positive"),
+    ("optim.freeze_density_from=-1", "^optim.freeze_density_from: must be in \\[0, 1e\\+07\\] or null"),
+    ("optim.texture_lr_scale=0", "^optim.texture_lr_scale: must be in \\(0, 100\\]"),
     ("render.color_depth_gradient_scale=-0.5", "^render.color_depth_gradient_scale: must be in \\[0, 1\\]"),
     ('render.color_depth_gradient_scale={"start":0,"end":1.5,"start_step":0,"end_step":100}',
      "^render.color_depth_gradient_scale: must be in \\[0, 1\\]"),
@@ -227,3 +234,36 @@ def test_optim_and_render_option_ranges_are_checked(override, words):
 def test_frozen_density_needs_a_grid_field():
     with pytest.raises(ConfigError, match="^optim.freeze_density_from: needs field.kind grid"):
         load_config(None, ["field.kind=hashgrid", "optim.freeze_density_from=5"], prompt="a red cube")
+
+
+def _numeric_keys(node: dict, prefix: str = ""):
+    """(dotted key, default) of every number, list of numbers or null-able number in the config."""
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _numeric_keys(value, key + ".")
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            yield key, value
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            yield key, value
+
+
+NUMERIC_KEYS = [k for k in _numeric_keys(to_dict(RunConfig())) if k[0] != "guidance.revision"]
+
+
+@pytest.mark.parametrize("key,default", NUMERIC_KEYS, ids=[k for k, _ in NUMERIC_KEYS])
+def test_every_numeric_key_has_a_range(key, default):
+    """Huge, hugely negative and non-finite values of every numeric key fail at load, naming the key."""
+    whole = isinstance(default, int) or (isinstance(default, list) and isinstance(default[0], int))
+    extremes = [10**20, -(10**20)] if whole else [1e30, -1e30, ".nan", ".inf", "-.inf"]
+    for value in extremes:
+        text = f"[{', '.join([str(value)] * len(default))}]" if isinstance(default, list) else str(value)
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [f"{key}={text}"], prompt="a red cube")
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["guidance.guidance_scale", "reg.eikonal", "optim.texture_density_step"])
+def test_ramp_steps_have_a_range(key):
+    with pytest.raises(ConfigError, match="end_step"):
+        load_config(None, [f"{key}={{start: 1, end: 1, start_step: 0, end_step: {10**12}}}"], prompt="a red cube")

@@ -122,7 +122,7 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     (["generate", ""], 2, "prompt: empty"),
     (["generate", "   "], 2, "prompt: empty"),
     (["generate", "a red cube", "stesp=3"], 2, "did you mean 'steps'"),
-    (["generate", "a red cube", "steps=-1"], 2, "steps: must be positive"),
+    (["generate", "a red cube", "steps=-1"], 2, "steps: must be in [1, 10000000]"),
     (["generate", "a red cube", "model=./no/such/model"], 1, "no/such/model"),
     (["generate", "a red cube", "--config", "missing.yaml"], 2, "file not found"),
     (["resume", "not_a_run"], 1, "not a run folder"),

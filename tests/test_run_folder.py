@@ -38,3 +38,29 @@ def test_full_disk_raises_clear_error_and_leaves_no_partial_file(tmp_path, monke
         write_atomic(target, "new")
     monkeypatch.undo()
     assert target.read_text() == "old" and not list(tmp_path.glob("*.tmp"))
+
+
+def _create_when_released(output_dir, barrier, results):
+    cfg = load_config(None, [f"output_dir={output_dir}"], prompt="a red cube")
+    barrier.wait()
+    try:
+        results.put(str(Run.create(cfg).path))
+    except Exception as e:  # reported to the test, which fails on it
+        results.put(f"ERROR {type(e).__name__}: {e}")
+
+
+def test_runs_started_in_the_same_instant_each_get_their_own_folder(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    n = 16
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_create_when_released, args=(tmp_path, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    paths = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert not [p for p in paths if p.startswith("ERROR")], paths
+    assert len(set(paths)) == n  # no two share a folder, and none was overwritten
+    assert all(json.loads((tmp_path / p / "run.json").read_text())["status"] == "running" for p in paths)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from sds.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,7 +41,7 @@ class RenderFn(Protocol):
         ...
 
 
-class EmptySceneError(ValueError):
+class EmptySceneError(UserError, ValueError):
     """The field holds no surface to export (nothing crosses the iso-level, or clean-up removed it all)."""
 
 

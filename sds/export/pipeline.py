@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from sds.export.grid import sample_density_grid
-from sds.export.interfaces import DensityAlbedoField, ExportOutput, RenderFn
+from sds.export.interfaces import DensityAlbedoField, EmptySceneError, ExportOutput, RenderFn
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
 from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
@@ -82,6 +82,7 @@ def export_result(
         mesh = clean_mesh(
             vertices, faces, cfg.min_component_fraction, cfg.fill_holes, cfg.smooth_iterations, cfg.max_faces
         )
+    _check_not_a_speck(mesh.vertices, bound)
     touches_bound = reaches_bound(mesh.vertices, bound, grid_spacing(bound, cfg.resolution))
     if touches_bound:
         logger.warning("%s ([-%g, %g]^3), so the mesh's flat sides are the box's, not the object's (the NeRF grew "
@@ -115,6 +116,18 @@ def reaches_bound(vertices: np.ndarray, bound: float, spacing: float) -> bool:
     """Whether a surface (world vertices [V, 3]) comes within one grid spacing of the scene box's faces. The
     field is empty outside [-bound, bound]^3, so a surface there is the box cutting the object, not the object."""
     return bool(np.abs(vertices).max(initial=0.0) >= bound - spacing)
+
+
+SPECK_FRACTION = 0.05
+"""A surface whose longest side spans less than this fraction of the scene box's side is a collapsed field, not
+an object: normalisation would scale it up to unit size and hide that."""
+
+
+def _check_not_a_speck(vertices: np.ndarray, bound: float) -> None:
+    extent = float((vertices.max(0) - vertices.min(0)).max()) if len(vertices) else 0.0
+    if extent < SPECK_FRACTION * 2 * bound:
+        raise EmptySceneError(f"the field collapsed to a speck (its surface spans {extent:.3f} of the scene box's "
+                              f"{2 * bound:g}); nothing was exported. Try another seed or a lower guidance scale")
 
 
 def unit_box_transform(vertices: np.ndarray) -> tuple[np.ndarray, float]:

@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from sds.config import GuidanceConfig
+from sds.errors import UserError
 from sds.guidance.base import Guidance
 from sds.prompt import check_prompt, encode_prompts
 
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The guidance model could not be found or loaded; the message says what to do."""
 
 
@@ -48,6 +49,8 @@ def resolve_model(model: str) -> ModelSource:
         if path.is_dir() and not (path / "model_index.json").is_file():
             raise ModelLoadError(f"model folder {path} has no model_index.json; pass a diffusers folder "
                                  "(as written by save_pretrained) or a hub id")
+        if path.is_dir():
+            _check_model_index(path / "model_index.json")
         return ModelSource(str(path), True, path.is_file())
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or path.suffix in (".safetensors", ".ckpt")
     if looks_local:
@@ -55,6 +58,18 @@ def resolve_model(model: str) -> ModelSource:
                              "(with model_index.json), a .safetensors file, or a hub id such as "
                              "stabilityai/stable-diffusion-2-1-base")
     return ModelSource(model, False, False)
+
+
+def _check_model_index(path: Path) -> None:
+    import json
+
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path} is not valid JSON ({type(e).__name__}); the model folder is damaged") from None
+    if not isinstance(index, dict) or not isinstance(index.get("unet"), list):
+        raise ModelLoadError(f"{path} does not describe a diffusers pipeline (expected a mapping with a 'unet' "
+                             "entry); the model folder is damaged")
 
 
 def _components_from_single_file(source: ModelSource, dtype: torch.dtype) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from sds.cameras import Cameras, camera_rays
+from sds.errors import UserError
 from sds.field.shading import lambertian, textureless
 from sds.render.compositing import accumulate_color, composite_weights
 from sds.render.samplers import ray_aabb, stratified_samples
@@ -115,7 +116,7 @@ class VolumeRenderer:
             return "torch"
         if device.type != "cuda":
             if sampler == "nerfacc":
-                raise ValueError("render.sampler=nerfacc needs a CUDA device; nerfacc's packed sampling is CUDA-only")
+                raise UserError("render.sampler=nerfacc needs a CUDA device; nerfacc's packed sampling is CUDA-only")
             log.info("renderer: pure-torch stratified sampling (nerfacc's occupancy grid needs CUDA; this is %s)",
                      device.type)
             return "torch"

@@ -111,6 +111,20 @@ def test_empty_scene_raises_and_writes_nothing(tmp_path, fakes, make_config, thr
     assert not any(tmp_path.rglob("*.*"))
 
 
+@pytest.mark.parametrize("radius,is_speck", [(0.035, True), (0.1, False)])
+def test_a_speck_is_an_empty_scene_not_scaled_up(tmp_path, fakes, make_config, radius, is_speck):
+    """A field collapsed to a speck (spanning < 5 % of the box) is refused, not normalised to unit size."""
+    field = fakes.SdfField(fakes.sphere_sdf(radius))
+    cfg = make_config(resolution=128, normalize=True)
+    if is_speck:
+        with pytest.raises(EmptySceneError, match="speck"):
+            export_result(field, 1.0, fakes.sphere_render_fn(radius), tmp_path / "r", cfg, show_progress=False)
+        assert not any(tmp_path.iterdir())
+    else:
+        out = export_result(field, 1.0, fakes.sphere_render_fn(radius), tmp_path / "r", cfg, show_progress=False)
+        assert out.scale == pytest.approx(1 / (2 * radius), rel=0.1)
+
+
 def test_level_above_every_density_is_an_empty_scene(tmp_path, fakes, make_config):
     field = fakes.SdfField(fakes.sphere_sdf(0.5))
     with pytest.raises(EmptySceneError):
