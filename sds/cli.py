@@ -28,13 +28,20 @@ EXAMPLES = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors in one line too (it prints the whole usage otherwise)."""
+
+    def error(self, message: str):
+        self.exit(2, f"sds: error: {message} (see: {self.prog} --help)\n")
+
+
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, applied last (e.g. steps=300 seed=2 model=PATH guidance.guidance_scale=10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sds", description="Text-to-3D by Score Distillation Sampling.",
+    parser = _Parser(prog="sds", description="Text-to-3D by Score Distillation Sampling.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
