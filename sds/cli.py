@@ -108,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # A polite kill (SIGTERM) is treated like Ctrl-C: the trainer checkpoints and marks the run interrupted.
+    # Both also set STOP, in case the KeyboardInterrupt is lost in a finalizer (sds.interrupts).
+    from sds.interrupts import STOP
+
+    STOP.clear()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -128,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
+    from sds.interrupts import STOP
+
+    STOP.set()  # kept even if the exception below is lost in a finalizer
     raise KeyboardInterrupt
 
 

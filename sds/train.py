@@ -20,6 +20,7 @@ import torch
 
 from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
 from sds.config import RunConfig
+from sds.interrupts import STOP
 from sds.errors import RunError
 from sds.field.shading import sample_light_positions
 from sds.run import Run, write_atomic
@@ -242,7 +243,7 @@ def stop_at_step_boundary() -> Iterator[threading.Event]:
     in, so the checkpoint written then is the state at a step boundary and a resumed run continues exactly. A
     second signal stops at once (KeyboardInterrupt; the last periodic checkpoint is kept). Outside the main thread
     (where Python cannot install handlers) signals keep their usual meaning."""
-    requested = threading.Event()
+    requested = STOP  # already set if a signal came during start-up and its KeyboardInterrupt was lost
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
@@ -259,6 +260,7 @@ def stop_at_step_boundary() -> Iterator[threading.Event]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        requested.clear()  # acted on: the next training loop in this process starts afresh
 
 
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:

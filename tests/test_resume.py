@@ -84,6 +84,18 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_periodic_checkpoint(re
     assert _tensors_equal(read_checkpoint(run.checkpoint), expected)
 
 
+def test_a_stop_requested_before_training_is_not_lost(reference):
+    """A signal during start-up whose KeyboardInterrupt Python dropped (raised inside a finalizer) leaves STOP set:
+    training stops at its first step boundary instead of running on to "ok"."""
+    from sds.interrupts import STOP
+
+    cfg, guidance, _, _ = reference
+    run = Run.create(cfg)
+    STOP.set()
+    assert train(make_trainer(cfg, torch.device("cpu")), guidance, run, show_progress=False) == "interrupted"
+    assert run.info.steps_done == 0 and not STOP.is_set()  # acted on, then cleared
+
+
 def _sds(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "sds.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
