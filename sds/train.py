@@ -20,9 +20,9 @@ import torch
 
 from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
 from sds.config import RunConfig
-from sds.interrupts import STOP
 from sds.errors import RunError
 from sds.field.shading import sample_light_positions
+from sds.interrupts import STOP
 from sds.run import Run, write_atomic
 from sds.state_file import read_state
 
