@@ -24,6 +24,7 @@ from sds.config import load_config
 from sds.guidance.load import load_guidance
 from sds.prior.data import DataConfig, render_primitive
 from sds.prior.world import BACKGROUND_RGB, COLORS
+from sds.schedule import plan
 
 
 def outside_ring(images: torch.Tensor) -> torch.Tensor:
@@ -34,18 +35,17 @@ def outside_ring(images: torch.Tensor) -> torch.Tensor:
 
 
 def silhouette_push(guidance, images: torch.Tensor, labels: list[str], albedo: tuple[float, float, float],
-                    t: float, repeats: int, seed: int = 100) -> float:
+                    t: float, repeats: int, cfg, seed: int = 100) -> float:
     """Mean SDS descent direction on the outside ring, projected on (albedo - background) / |...|, at time t
-    (guidance.cfg is replaced by one that samples only t)."""
-    guidance.cfg = dataclasses.replace(guidance.cfg, t_min=max(t - 0.01, 0.0), t_max=t, t_max_end=t,
-                                       t_min_start=None)
+    (the plan of step 0 of cfg's run, with its timestep range narrowed to t)."""
+    p = dataclasses.replace(plan(cfg, 0), t_range=(max(t - 0.01, 0.0), t))
     ring = outside_ring(images)
     step = torch.tensor(albedo) - torch.tensor(BACKGROUND_RGB)
     direction = (step / step.norm()).view(1, 3, 1, 1)
     total = 0.0
     for rep in range(repeats):
         rgb = images.permute(0, 2, 3, 1).clone().requires_grad_(True)
-        guidance(rgb, labels, 0, 1, torch.Generator().manual_seed(seed + rep)).loss.backward()
+        guidance(rgb, labels, p, torch.Generator().manual_seed(seed + rep)).loss.backward()
         descent = -rgb.grad.permute(0, 3, 1, 2)
         total += float(((descent * direction).sum(1, keepdim=True) * ring).sum() / ring.sum())
     return total / repeats
@@ -70,7 +70,7 @@ def main() -> None:
         data = dataclasses.replace(DataConfig(), resolution=guidance.image_size)
         albedo = torch.tensor(COLORS[color]).expand(args.images, 3)
         images, labels = render_primitive(args.shape, albedo, data, torch.Generator().manual_seed(1), args.images)
-        pushes = [silhouette_push(guidance, images, labels, COLORS[color], t, args.repeats) for t in times]
+        pushes = [silhouette_push(guidance, images, labels, COLORS[color], t, args.repeats, cfg) for t in times]
         print(f"{color:8}" + "".join(f"  {p:+.3f}  " for p in pushes), flush=True)
 
 

@@ -242,7 +242,10 @@ class Soak:
             row.failure = "" if sent else f"exit {code} before the signal (see {out / 'log.txt'})"
         else:
             if code not in (0, None):
-                if sig != signal.SIGKILL and run_status(run) != "interrupted":
+                finished = run_status(run) == "ok" and code == -sig  # done; the signal hit the interpreter's exit
+                if finished:
+                    row.note += f"; finished before it (exit {code}: the signal hit the interpreter's exit)"
+                elif sig != signal.SIGKILL and run_status(run) != "interrupted":
                     row.mismatch = f"status {run_status(run)} after {sig.name}, not interrupted"
                 code = resume(row, run, out, code)
             check(row, out, code, ref)

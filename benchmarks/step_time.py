@@ -19,6 +19,7 @@ import torch
 from sds.config import load_config
 from sds.guidance.load import load_guidance
 from sds.run import peak_memory_mb
+from sds.schedule import plan
 from sds.train import make_trainer, sample_views
 
 
@@ -34,12 +35,13 @@ def time_steps(cfg, device, steps: int) -> dict[str, float]:
     phases = {"render": [], "guidance": [], "backward": [], "optimizer": [], "total": []}
     for i in range(steps + 3):
         t0 = time.perf_counter()
-        cams, light, labels = sample_views(trainer)
+        p = plan(cfg, 300)
+        cams, light, labels = sample_views(trainer, p)
         out = trainer.renderer.render(cams, cfg.render.resolution, cfg.render.resolution, light, "lambertian",
                                       perturb=True, generator=gen)
         _sync(device)
         t1 = time.perf_counter()
-        sds = guidance(out.rgb, labels, 300, cfg.steps, gen)
+        sds = guidance(out.rgb, labels, p, gen)
         _sync(device)
         t2 = time.perf_counter()
         trainer.optimizer.zero_grad()

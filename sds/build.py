@@ -49,5 +49,5 @@ def build_scene(cfg: RunConfig, device: torch.device):
     field = build_field(cfg.field).to(device)
     background = build_background(cfg.render).to(device)
     renderer = VolumeRenderer(field, background, cfg.render.samples_per_ray, cfg.render.ambient, cfg.render.sampler,
-                              cfg.render.normal_gradient_scale, cfg.render.color_depth_gradient_scale.at(0))
+                              cfg.render.normal_gradient_scale)
     return field, background, renderer

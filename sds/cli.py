@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from sds.interrupts import STOP
 
     STOP.clear()
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    previous = {s: signal.signal(s, _raise_keyboard_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _dispatch(args)
     except ConfigError as e:
@@ -130,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"sds: error: {message}", file=sys.stderr)
         return 1
+    finally:  # an in-process caller (a test, a batch worker) gets its own handlers back
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from sds.errors import RunError
 from sds.field.shading import sample_light_positions
 from sds.interrupts import STOP
 from sds.run import Run, write_atomic
+from sds.schedule import StepPlan, plan
 from sds.state_file import read_state
 
 log = logging.getLogger(__name__)
@@ -102,31 +102,13 @@ def load_checkpoint(trainer: Trainer, run: Run) -> None:
                        f"checkpoint copied from another run?): {first[:200]}") from None
 
 
-def in_texture_stage(cfg: RunConfig, step: int) -> bool:
-    """From optim.freeze_density_from on, the density keeps only optim.texture_density_step of each step."""
-    return cfg.optim.freeze_density_from is not None and step >= cfg.optim.freeze_density_from
-
-
-def pick_shading(cfg: RunConfig, step: int, generator: torch.Generator) -> str:
-    """Albedo during warm-up; then textureless with probability textureless_prob, else lambertian.
-
-    Textureless views train only the density, so in the texture stage (optim.freeze_density_from on) every view
-    is lambertian."""
+def pick_shading(p: StepPlan, generator: torch.Generator) -> str:
+    """The plan's shading; for lit views lambertian, or grey (textureless) with probability p.textureless_prob.
+    One draw every step, whatever the stage, so the generator's sequence does not depend on the schedule."""
     u = float(torch.rand(1, generator=generator))
-    if step < cfg.render.albedo_warmup_steps:
+    if p.shading == "albedo":
         return "albedo"
-    return "textureless" if u < cfg.render.textureless_prob and not in_texture_stage(cfg, step) else "lambertian"
-
-
-def lr_factor(cfg: RunConfig, step: int) -> float:
-    """Multiplier of every base learning rate at `step`: 1 until lr_decay_start of the run, then half a cosine
-    down to lr_final_fraction at the last step."""
-    o = cfg.optim
-    start = o.lr_decay_start * cfg.steps
-    if o.lr_final_fraction == 1.0 or step <= start:
-        return 1.0
-    frac = min(1.0, (step - start) / max(cfg.steps - 1 - start, 1))
-    return o.lr_final_fraction + (1 - o.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * frac))
+    return "textureless" if u < p.textureless_prob else "lambertian"
 
 
 def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
@@ -134,11 +116,11 @@ def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
     return -(o * o.log() + (1 - o) * (1 - o).log()).mean()
 
 
-def sample_views(trainer: Trainer) -> tuple[Cameras, torch.Tensor, list[str]]:
+def sample_views(trainer: Trainer, p: StepPlan) -> tuple[Cameras, torch.Tensor, list[str]]:
     """A batch of random training cameras (on the field's device), light positions [B, 3] and view labels."""
     c = trainer.cfg.camera
     gen = trainer.generator
-    low_views = round(c.low_view_fraction.at(trainer.step) * c.batch_size)
+    low_views = round(p.low_view_fraction * c.batch_size)
     cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen,
                                 low_views=low_views, low_elevation_range_deg=c.low_elevation_range_deg)
     cams = cams.to(trainer.field_device)
@@ -148,58 +130,63 @@ def sample_views(trainer: Trainer) -> tuple[Cameras, torch.Tensor, list[str]]:
     return cams, light, labels
 
 
+def total_loss(sds_loss: torch.Tensor, out, field, weights: dict[str, float]) -> torch.Tensor:
+    """The SDS surrogate plus each regulariser at its weight (computed here, from the render's outputs)."""
+    loss = (sds_loss + weights["orientation"] * out.orientation + weights["opacity_sparsity"] * out.opacity.mean()
+            + weights["opacity_entropy"] * opacity_entropy(out.opacity))
+    if weights["density_tv"] > 0:  # the grid's TV is computed only when asked for (an extra pass over the grid)
+        loss = loss + weights["density_tv"] * field.density_tv()
+    if weights["eikonal"] > 0:
+        loss = loss + weights["eikonal"] * field.eikonal()
+    return loss
+
+
+def optimizer_step(trainer: Trainer, p: StepPlan) -> None:
+    """Adam at the plan's learning-rate scale. In the texture stage the density keeps p.density_step of its step:
+    Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked."""
+    for group in trainer.optimizer.param_groups:  # set from the plan, not accumulated: a resumed run agrees
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * p.lr_scale
+    texture_stage = p.stage == "texture"
+    kept = [d.detach().clone() for d in trainer.field.density_logits()] if texture_stage else None
+    trainer.optimizer.step()
+    if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
+        with torch.no_grad():
+            for logits, saved in zip(trainer.field.density_logits(), kept):
+                logits.copy_(torch.lerp(saved, logits, p.density_step))
+
+
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:
-    """One optimisation step. Returns scalars for the log; raises FloatingPointError on a NaN loss."""
-    cfg, gen, step = trainer.cfg, trainer.generator, trainer.step
-    c = cfg.camera
+    """One optimisation step: plan -> views -> render -> SDS + regularisers -> optimiser step -> after-step hooks.
+    Returns scalars for the log; raises FloatingPointError on a NaN loss."""
+    cfg, gen = trainer.cfg, trainer.generator
+    p = plan(cfg, trainer.step)
+    batch = cfg.camera.batch_size
     device = trainer.field_device
-    cams, light, labels = sample_views(trainer)
-    shading = pick_shading(cfg, step, gen)
-    u = torch.rand(c.batch_size, generator=gen)
-    colors = torch.rand(c.batch_size, 3, generator=gen)
+    cams, light, labels = sample_views(trainer, p)
+    shading = pick_shading(p, gen)
+    u = torch.rand(batch, generator=gen)
+    colors = torch.rand(batch, 3, generator=gen)
     # Random solid backgrounds on some views keep a learned background from absorbing the object.
     random_bg = u < cfg.render.random_background_prob
     bg_kw = {"background_rgb": colors.to(device), "background_mask": random_bg.to(device)} if random_bg.any() else {}
     res = cfg.render.resolution
-    trainer.renderer.color_depth_gradient_scale = cfg.render.color_depth_gradient_scale.at(step)
-    out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen, **bg_kw)
-    sds = guidance(out.rgb, labels, step, cfg.steps, gen)
-    r = cfg.reg
-    loss = (sds.loss + r.orientation.at(step) * out.orientation
-            + r.opacity_sparsity.at(step) * out.opacity.mean() + r.opacity_entropy.at(step) * opacity_entropy(out.opacity))
-    tv_weight = r.density_tv.at(step)
-    if tv_weight > 0:  # the grid's TV is computed only when asked for (an extra pass over the summed grid)
-        loss = loss + tv_weight * trainer.field.density_tv()
-    eikonal_weight = r.eikonal.at(step)
-    if eikonal_weight > 0:
-        loss = loss + eikonal_weight * trainer.field.eikonal()
+    out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen,
+                                  color_depth_gradient_scale=p.color_depth_gradient_scale, **bg_kw)
+    sds = guidance(out.rgb, labels, p, gen)
+    loss = total_loss(sds.loss, out, trainer.field, p.reg_weights)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+        raise FloatingPointError(f"loss is {loss.item()} at step {p.step}")
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.optim.grad_clip_norm is not None:
-        params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+        params = [q for g in trainer.optimizer.param_groups for q in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
-    texture_stage = in_texture_stage(cfg, step)
-    factor = lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if texture_stage else 1.0)
-    for group in trainer.optimizer.param_groups:  # set from the step, not accumulated: a resumed run agrees
-        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
-    # Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked
-    # (all the way when frozen, or to texture_density_step of the step).
-    kept = [d.detach().clone() for d in trainer.field.density_logits()] if texture_stage else None
-    trainer.optimizer.step()
-    if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
-        density_step = cfg.optim.texture_density_step.at(step)
-        with torch.no_grad():
-            for logits, saved in zip(trainer.field.density_logits(), kept):
-                logits.copy_(torch.lerp(saved, logits, density_step))
+    optimizer_step(trainer, p)
     trainer.step += 1
-    every = cfg.field.redistance_every
-    if every and trainer.step % every == 0 and not texture_stage:
-        if not trainer.field.redistance(cfg.field.redistance_blur_voxels.at(trainer.step)):
-            log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
-                        trainer.step)
-    trainer.renderer.update(trainer.step)
+    if p.redistance_blur_voxels is not None and not trainer.field.redistance(p.redistance_blur_voxels):
+        log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
+                    trainer.step)
+    trainer.renderer.update(trainer.step, gen)
     return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}
 
 

@@ -248,8 +248,8 @@ def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp
     cfg = load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL], prompt="a red cube")
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
 
-    def poisoned(rgb, labels, step, total, gen):
-        out = guidance(rgb, labels, step, total, gen)
+    def poisoned(rgb, labels, p, gen):
+        out = guidance(rgb, labels, p, gen)
         out.loss = out.loss * float("nan")
         return out
 

@@ -63,6 +63,7 @@ def test_low_views_take_low_elevations_and_keep_the_other_draws():
 
 def test_trainer_lowers_views_as_the_ramp_says():
     from sds.config import load_config
+    from sds.schedule import plan
     from sds.train import make_trainer, sample_views
 
     ramp = '{"start":0,"end":0.5,"start_step":10,"end_step":10}'
@@ -71,7 +72,6 @@ def test_trainer_lowers_views_as_the_ramp_says():
     trainer = make_trainer(cfg, torch.device("cpu"))
     counts = {}
     for step in (0, 10, 11, 50):  # the ramp holds its start value up to start_step
-        trainer.step = step
-        cams, _, _ = sample_views(trainer)
+        cams, _, _ = sample_views(trainer, plan(cfg, step))
         counts[step] = int((cams.elevation_deg < -20).sum())
     assert counts == {0: 0, 10: 0, 11: 2, 50: 2}

@@ -49,12 +49,31 @@ def test_train_steps_on_cuda(tiny_pixel_model, tmp_path):
 
 
 def test_half_precision_guidance_gradient_is_finite(tiny_latent_model):
-    from sds.config import GuidanceConfig
+    from sds.config import GuidanceConfig, RunConfig
     from sds.guidance.load import load_guidance
+    from sds.schedule import plan
 
     guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_latent_model), half_precision=True), "a red cube",
                                 torch.device("cuda"))
     assert guidance.dtype == torch.float16
     rgb = torch.rand(2, 16, 16, 3, device="cuda", requires_grad=True)
-    guidance(rgb, ["front", "side"], 0, 10, torch.Generator().manual_seed(0)).loss.backward()
+    p = plan(RunConfig(steps=10, guidance=guidance.cfg), 0)
+    guidance(rgb, ["front", "side"], p, torch.Generator().manual_seed(0)).loss.backward()
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_nerfacc_sampling_is_seeded_by_the_run_generator():
+    """The same generator state gives the same stratified samples (CUDA runs are seeded and resume exactly)."""
+    from sds.field.nerf import GridField
+    from sds.render.nerfacc_path import global_rng_seeded_from, make_estimator
+
+    field = GridField(FieldConfig()).cuda()
+    estimator = make_estimator(1.0, torch.device("cuda"))
+    origins = torch.tensor([[0.0, 0.0, -3.0]] * 8, device="cuda")
+    dirs = torch.tensor([[0.0, 0.0, 1.0]] * 8, device="cuda")
+
+    def samples(seed):
+        with global_rng_seeded_from(torch.Generator().manual_seed(seed), torch.device("cuda")):
+            return estimator.sampling(origins, dirs, render_step_size=0.05, stratified=True)[1]
+
+    assert len(field.grid) and torch.equal(samples(1), samples(1)) and not torch.equal(samples(1), samples(2))

@@ -70,9 +70,9 @@ def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixe
     cfg = _cfg(tiny_pixel_model, tmp_path)
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
 
-    def poisoned(rgb, labels, step, total, gen):
-        out = guidance(rgb, labels, step, total, gen)
-        if step == 5:
+    def poisoned(rgb, labels, p, gen):
+        out = guidance(rgb, labels, p, gen)
+        if p.step == 5:
             out.loss = out.loss * float("nan")
         return out
 
@@ -169,7 +169,7 @@ def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, t
     from sds.guidance.sds import SDSOutput
     from sds.train import train_step
 
-    def silent(rgb, labels, step, total, gen):  # no SDS gradient: only the regularisers move the field
+    def silent(rgb, labels, p, gen):  # no SDS gradient: only the regularisers move the field
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
     def one_step(*extra):  # a density field: the sdf default's eikonal term would move the grid too
@@ -190,7 +190,7 @@ def test_eikonal_term_straightens_the_sdf_in_a_training_step(tiny_pixel_model, t
     from sds.guidance.sds import SDSOutput
     from sds.train import train_step
 
-    def silent(rgb, labels, step, total, gen):  # no SDS gradient: only the regularisers move the field
+    def silent(rgb, labels, p, gen):  # no SDS gradient: only the regularisers move the field
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
     trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "reg.eikonal=1",
@@ -206,7 +206,7 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
     from sds.guidance.sds import SDSOutput
     from sds.train import train_step
 
-    def silent(rgb, labels, step, total, gen):  # no SDS gradient: the field moves only by redistancing
+    def silent(rgb, labels, p, gen):  # no SDS gradient: the field moves only by redistancing
         return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
     blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
@@ -221,10 +221,11 @@ def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
         field.grid[0, 0] = field.start_sphere_sdf(field.lattice) / field.cfg.sdf_scale
     eikonal = [field.eikonal().item()]
     depth_scales = []
+    render = trainer.renderer.render
+    trainer.renderer.render = lambda *a, **kw: depth_scales.append(kw["color_depth_gradient_scale"]) or render(*a, **kw)
     for _ in range(4):
         train_step(trainer, silent)
         eikonal.append(field.eikonal().item())
-        depth_scales.append(trainer.renderer.color_depth_gradient_scale)
     assert eikonal[0] == pytest.approx(1.0, abs=0.05) and eikonal[1] == pytest.approx(eikonal[0], abs=0.05)
     assert eikonal[2] < 0.02  # reset after step 2, not after step 1
     assert blurs == [0.0, 0.75]  # the blur ramp's value at steps 2 and 4
@@ -266,12 +267,13 @@ def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model
 
 
 def test_no_textureless_views_once_the_density_is_frozen():
+    from sds.schedule import plan
     from sds.train import pick_shading
 
     def shadings(*extra):
         cfg = load_config(None, ["render.albedo_warmup_steps=2", "render.textureless_prob=1", *extra], prompt="a")
         gen = torch.Generator().manual_seed(0)
-        return [pick_shading(cfg, step, gen) for step in range(6)]
+        return [pick_shading(plan(cfg, step), gen) for step in range(6)]
 
     assert shadings() == ["albedo"] * 2 + ["textureless"] * 4
     # a grey view trains only the density: with it frozen from step 4 those views would be wasted

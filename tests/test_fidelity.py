@@ -162,7 +162,7 @@ def test_silhouette_push_averages_the_descent_on_the_ring_outside_the_object():
 
     from silhouette_push import outside_ring, silhouette_push
 
-    from sds.config import GuidanceConfig
+    from sds.config import RunConfig
 
     images = torch.ones(2, 3, 16, 16)
     images[:, :, 6:10, 6:10] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1)  # a 4x4 red square on white
@@ -170,14 +170,15 @@ def test_silhouette_push_averages_the_descent_on_the_ring_outside_the_object():
     assert ring.sum() == 2 * (36 - 16) and (ring[:, :, 5:11, 5:11].sum() == ring.sum())  # the 6x6 border only
 
     class RedderEverywhere:  # descent direction +1 in the red channel of every pixel, whatever t is
-        cfg = GuidanceConfig()
+        t_ranges = []
 
-        def __call__(self, rgb, labels, step, total, gen):
+        def __call__(self, rgb, labels, p, gen):
+            self.t_ranges.append(p.t_range)
             return SimpleNamespace(loss=-rgb[..., 0].sum())
 
     guidance = RedderEverywhere()
     albedo = (0.9, 0.1, 0.1)
-    push = silhouette_push(guidance, images, ["front", "back"], albedo, t=0.7, repeats=2)
+    push = silhouette_push(guidance, images, ["front", "back"], albedo, t=0.7, repeats=2, cfg=RunConfig())
     step = np.array(albedo) - 1.0
     assert push == pytest.approx(step[0] / np.linalg.norm(step), rel=1e-5)  # red is already in white: -0.078
-    assert guidance.cfg.t_max == 0.7 and guidance.cfg.t_max_end == 0.7  # the one time asked for
+    assert guidance.t_ranges == [pytest.approx((0.69, 0.7))] * 2  # the one time asked for

@@ -11,16 +11,24 @@ from sds.guidance.load import ModelLoadError, load_guidance, resolve_model
 from sds.guidance.sds import sample_timesteps, sds_weight
 
 
+def _plan(guidance_cfg: GuidanceConfig, step: int = 0, steps: int = 10):
+    """The step plan of a `steps`-step run with this guidance config."""
+    from sds.config import RunConfig
+    from sds.schedule import plan
+
+    return plan(RunConfig(steps=steps, guidance=guidance_cfg), step)
+
+
 def _expected_grad(guidance, images_bchw, labels, seed):
     """Replay the draws of score_distillation and pull w(t)(eps_hat - eps)/B back to the images."""
     x = guidance.encode(images_bchw)
     gen = torch.Generator().manual_seed(seed)
-    t = sample_timesteps(guidance.cfg, 0, 10, guidance.num_train_timesteps, x.shape[0], gen)
+    t = sample_timesteps(_plan(guidance.cfg).t_range, guidance.num_train_timesteps, x.shape[0], gen)
     eps = torch.randn(x.shape, generator=gen)
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         x_t = ab.sqrt() * x + (1 - ab).sqrt() * eps
-        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels), guidance.cfg.guidance_scale.at(0))
+        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels), _plan(guidance.cfg).guidance_scale)
     g = sds_weight(guidance.cfg.weighting, ab) * (eps_hat - eps) / x.shape[0]
     return torch.autograd.grad(x, images_bchw, grad_outputs=g)[0]
 
@@ -34,7 +42,7 @@ def test_render_gradient_is_the_sds_pullback(fixture, request):
     size = guidance.image_size
     rgb = torch.rand(2, size, size, 3, requires_grad=True)
     labels = ["front", "back"]
-    out = guidance(rgb, labels, step=0, total_steps=10, generator=torch.Generator().manual_seed(3))
+    out = guidance(rgb, labels, _plan(cfg), generator=torch.Generator().manual_seed(3))
     out.loss.backward()
     images = rgb.detach().permute(0, 3, 1, 2).clone().requires_grad_(True)
     expected = _expected_grad(guidance, images, labels, seed=3).permute(0, 2, 3, 1)
@@ -50,7 +58,7 @@ def test_guidance_scale_ramp_is_read_at_the_step(tiny_pixel_model):
         cfg = GuidanceConfig(model=str(tiny_pixel_model), guidance_scale=scale, t_max_end=0.98)
         guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
         rgb = torch.full((2, 16, 16, 3), 0.5, requires_grad=True)
-        guidance(rgb, [None, None], step, 10, torch.Generator().manual_seed(1)).loss.backward()
+        guidance(rgb, [None, None], _plan(cfg, step), torch.Generator().manual_seed(1)).loss.backward()
         return rgb.grad
 
     ramp = Ramp(start=7.5, end=2.0, start_step=0, end_step=10)
@@ -63,9 +71,9 @@ def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     cfg = GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98, weighting="one_minus_alpha_bar")
     guidance, _ = load_guidance(cfg, "a blue torus", torch.device("cpu"))
     rgb = torch.rand(3, 16, 16, 3, requires_grad=True)
-    guidance(rgb, [None] * 3, 0, 10, torch.Generator().manual_seed(0)).loss.backward()
+    guidance(rgb, [None] * 3, _plan(cfg), torch.Generator().manual_seed(0)).loss.backward()
     gen = torch.Generator().manual_seed(0)
-    t = sample_timesteps(guidance.cfg, 0, 10, 1000, 3, gen)
+    t = sample_timesteps(_plan(cfg).t_range, 1000, 3, gen)
     eps = torch.randn(3, 3, 16, 16, generator=gen)
     x = rgb.detach().permute(0, 3, 1, 2) * 2 - 1
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)

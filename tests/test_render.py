@@ -435,9 +435,9 @@ def test_color_depth_gradient_scale_in_the_renderer():
     cams = sample_orbit_cameras(2, (2.3, 2.7), (0.0, 40.0), (40.0, 40.0), torch.Generator().manual_seed(1))
 
     def render(scale: float):
-        renderer = VolumeRenderer(field, ConstantBackground(), 24, 0.35, "torch", color_depth_gradient_scale=scale)
+        renderer = VolumeRenderer(field, ConstantBackground(), 24, 0.35, "torch")
         field.grid.grad = None
-        rgb = renderer.render(cams, 8, 8, shading="albedo").rgb
+        rgb = renderer.render(cams, 8, 8, shading="albedo", color_depth_gradient_scale=scale).rgb
         (rgb * torch.tensor([0.2, -1.0, 0.6])).sum().backward()
         return rgb.detach(), field.grid.grad[0, 0].clone(), field.grid.grad[0, 1:].clone()
 
@@ -452,3 +452,24 @@ def test_color_depth_gradient_scale_in_the_renderer():
     _, density_1, _ = render(1.0)
     _, density_0, _ = render(0.0)
     assert torch.allclose(density_0, density_1, atol=1e-6)
+
+
+def test_the_global_rng_is_seeded_from_the_run_generator_and_restored():
+    """nerfacc's draws come from torch's global RNG: seeded from the run's generator inside the block, so they
+    are fixed by the run's seed, and the global state outside is left as it was."""
+    from sds.render.nerfacc_path import global_rng_seeded_from
+
+    def draws(seed):
+        gen = torch.Generator().manual_seed(seed)
+        with global_rng_seeded_from(gen, torch.device("cpu")):
+            inside = torch.rand(4)
+        return inside, gen.get_state()
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    (a, state_a), (b, state_b) = draws(7), draws(7)
+    assert torch.equal(a, b) and torch.equal(state_a, state_b)  # same run state: same draws, same generator after
+    assert not torch.equal(draws(8)[0], a)
+    assert torch.equal(torch.get_rng_state(), before)  # the global RNG is restored
+    with global_rng_seeded_from(None, torch.device("cpu")):  # no generator: nothing is reseeded
+        assert torch.equal(torch.get_rng_state(), before)

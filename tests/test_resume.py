@@ -48,10 +48,10 @@ def test_a_signal_mid_step_checkpoints_the_step_boundary_and_resume_is_exact(sig
     the state after it, and the resumed run ends bit for bit where the uninterrupted one did."""
     cfg, guidance, expected, expected_metrics = reference
 
-    def signalled(rgb, labels, step, total, gen):
-        if step == 5:
+    def signalled(rgb, labels, p, gen):
+        if p.step == 5:
             os.kill(os.getpid(), signum)
-        return guidance(rgb, labels, step, total, gen)
+        return guidance(rgb, labels, p, gen)
 
     run = Run.create(cfg)
     first = make_trainer(cfg, torch.device("cpu"))
@@ -69,11 +69,11 @@ def test_a_signal_mid_step_checkpoints_the_step_boundary_and_resume_is_exact(sig
 def test_a_second_signal_stops_at_once_and_keeps_the_last_periodic_checkpoint(reference):
     cfg, guidance, expected, _ = reference
 
-    def signalled_twice(rgb, labels, step, total, gen):
-        if step == 5:
+    def signalled_twice(rgb, labels, p, gen):
+        if p.step == 5:
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)  # the second raises KeyboardInterrupt mid-step
-        return guidance(rgb, labels, step, total, gen)
+        return guidance(rgb, labels, p, gen)
 
     run = Run.create(cfg)
     assert train(make_trainer(cfg, torch.device("cpu")), signalled_twice, run, show_progress=False) == "interrupted"

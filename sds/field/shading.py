@@ -1,4 +1,5 @@
-"""Shading of albedo by a point light near the camera (shared by the prior's data and the NeRF)."""
+"""Shading of albedo by a point light near the camera (shared by the prior's data and the NeRF), and the one
+per-sample shading step both render paths (pure torch and nerfacc) use."""
 
 from __future__ import annotations
 
@@ -31,3 +32,40 @@ def sample_light_positions(
     elevation = (cameras.elevation_deg.cpu() + u[1] * jitter_deg).clamp(-89.0, 89.0)
     lights = orbit_cameras(azimuth, elevation, cameras.radius.cpu() * distance_scale, cameras.fov_deg.cpu())
     return lights.position.to(cameras.c2w.device)
+
+
+TRAIN_MIN_SHADING_WEIGHT = 1e-4
+"""Samples lighter than this get no normal (it costs 6 density queries) and so only ambient light."""
+
+
+def shade(field, points: torch.Tensor, albedo: torch.Tensor, weights: torch.Tensor, dirs: torch.Tensor,
+          light_pos: torch.Tensor, shading: str, ambient: float,
+          min_weight: float = TRAIN_MIN_SHADING_WEIGHT,
+          normal_gradient_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample colour [R, S, 3] and the orientation penalty [R].
+
+    Normals (6 extra density queries per point) are only computed where the sample's weight exceeds min_weight.
+    normal_gradient_scale scales the gradient that reaches the density through the normals (the image is the
+    same): 0 computes them without one, so the loss moves the density only through the compositing weights
+    (silhouette and depth), not through the lighting.
+    points/albedo [R, S, 3|3], weights [R, S], dirs [R, 3], light_pos [R, 3].
+    """
+    if shading == "albedo":
+        return albedo, torch.zeros(points.shape[0], device=points.device)
+    mask = weights.detach() > min_weight
+    normals = torch.zeros_like(points)
+    if mask.any():
+        with torch.set_grad_enabled(normal_gradient_scale != 0 and torch.is_grad_enabled()):
+            n = field.normals(points[mask])
+        if n.requires_grad and normal_gradient_scale != 1:
+            n = n.detach() + normal_gradient_scale * (n - n.detach())
+        normals[mask] = n
+    to_light = light_pos[:, None, :] - points
+    to_light = to_light / to_light.pow(2).sum(-1, keepdim=True).sqrt().clamp(min=1e-9)
+    if shading == "lambertian":
+        color = lambertian(albedo, normals, to_light, ambient)
+    else:
+        color = textureless(normals, to_light, ambient)
+    facing_away = (normals * dirs[:, None, :]).sum(-1).clamp(min=0)
+    orientation = (weights.detach() * facing_away**2).sum(-1)
+    return color, orientation

@@ -7,11 +7,16 @@ loss) is ``sds.guidance.sds``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import SDSOutput, guided_noise, score_distillation, to_epsilon
+from sds.guidance.sds import SDSOutput, guided_noise, sample_timesteps, score_distillation, to_epsilon
 from sds.prompt import PromptEmbeddings
+
+if TYPE_CHECKING:
+    from sds.schedule import StepPlan
 
 GuidanceOutput = SDSOutput
 
@@ -55,13 +60,16 @@ class Guidance:
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
 
-    def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], step: int, total_steps: int,
+    def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], p: StepPlan,
                  generator: torch.Generator | None = None) -> SDSOutput:
-        """SDS loss for renders rgb [B, H, W, 3] in [0, 1] (channels-last) seen from cameras with view_labels."""
+        """SDS loss for renders rgb [B, H, W, 3] in [0, 1] (channels-last) seen from cameras with view_labels, at
+        the plan's guidance scale and timestep range (``sds.schedule.plan``)."""
         images = rgb.permute(0, 3, 1, 2).to(self.device)
         x = self.encode(images)
         labels = view_labels if self.cfg.view_dependent_prompts else [None] * len(view_labels)
         cond = self.embeddings.for_views(labels)
-        scale = self.cfg.guidance_scale.at(step)
+        scale = p.guidance_scale
+        t = sample_timesteps(p.t_range, self.alphas_cumprod.shape[0], x.shape[0], generator)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
         return score_distillation(x, lambda x_t, t: self.predict_noise(x_t, t, cond, scale), self.alphas_cumprod,
-                                  self.cfg, step, total_steps, generator)
+                                  t, noise, self.cfg.weighting, self.cfg.grad_clip)

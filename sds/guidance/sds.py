@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sds.config import GuidanceConfig
+from sds.schedule import t_max_at, t_min_at  # noqa: F401  (re-exported: the t schedule lives with the others)
 
 
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -61,30 +61,11 @@ def to_epsilon(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
     raise ValueError(f"unsupported prediction_type {prediction_type!r}; sds supports {', '.join(PREDICTION_TYPES)}")
 
 
-def _annealed(start: float, end: float, cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """Linear from start to end over the first anneal_fraction of the run, then end."""
-    anneal_steps = cfg.anneal_fraction * total_steps
-    if anneal_steps <= 0 or step >= anneal_steps:
-        return end
-    return start + (end - start) * step / anneal_steps
-
-
-def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
-    return _annealed(cfg.t_max, cfg.t_max_end, cfg, step, total_steps)
-
-
-def t_min_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """t_min falls linearly from cfg.t_min_start (when set) to cfg.t_min over the same window."""
-    start = cfg.t_min if cfg.t_min_start is None else cfg.t_min_start
-    return _annealed(start, cfg.t_min, cfg, step, total_steps)
-
-
-def sample_timesteps(cfg: GuidanceConfig, step: int, total_steps: int, num_train_timesteps: int, batch: int,
+def sample_timesteps(t_range: tuple[float, float], num_train_timesteps: int, batch: int,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B] integer timesteps uniform in [t_min(step), t_max(step)] * num_train_timesteps."""
-    lo = int(round(t_min_at(cfg, step, total_steps) * num_train_timesteps))
-    hi = max(lo + 1, int(round(t_max_at(cfg, step, total_steps) * num_train_timesteps)))
+    """[B] integer timesteps uniform in [t_min, t_max] * num_train_timesteps (t_range: fractions)."""
+    lo = int(round(t_range[0] * num_train_timesteps))
+    hi = max(lo + 1, int(round(t_range[1] * num_train_timesteps)))
     hi = min(hi, num_train_timesteps - 1)
     lo = min(lo, hi)
     return torch.randint(lo, hi + 1, (batch,), generator=generator)
@@ -118,28 +99,29 @@ def score_distillation(
     x: torch.Tensor,
     predict_noise,
     alphas_cumprod: torch.Tensor,
-    cfg: GuidanceConfig,
-    step: int,
-    total_steps: int,
-    generator: torch.Generator | None = None,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    weighting: str,
+    grad_clip: float | None = None,
 ) -> SDSOutput:
-    """One SDS evaluation on x [B, C, H, W] (in the model's input range).
+    """One SDS evaluation on x [B, C, H, W] (in the model's input range) at integer timesteps t [B] with the
+    noise eps [B, C, H, W] (both given, as to diffusers' ``add_noise``: the caller draws them).
 
     ``predict_noise(x_t, t)`` returns the CFG-combined noise prediction [B, C, H, W]; it is called under
-    ``torch.no_grad()``, so nothing of the model enters the autograd graph.
+    ``torch.no_grad()``, so nothing of the model enters the autograd graph. Raises FloatingPointError when the
+    gradient is not finite.
     """
-    batch = x.shape[0]
-    t = sample_timesteps(cfg, step, total_steps, alphas_cumprod.shape[0], batch, generator).to(x.device)
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+    t = t.to(x.device)
+    noise = noise.to(device=x.device, dtype=x.dtype)
     ab = alphas_cumprod.to(x.device, torch.float32)[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         x_t = ab.sqrt() * x.detach() + (1 - ab).sqrt() * noise
         eps_hat = predict_noise(x_t, t)
-        grad = sds_weight(cfg.weighting, ab) * (eps_hat.float() - noise.float())
+        grad = sds_weight(weighting, ab) * (eps_hat.float() - noise.float())
         if not torch.isfinite(grad).all():  # a broken guidance signal is a failed run, never a silent zero
             raise FloatingPointError(f"the SDS gradient is not finite at t = {t.tolist()} (the model's output "
                                      "overflowed or is NaN)")
-        if cfg.grad_clip is not None:
-            grad = grad.clamp(-cfg.grad_clip, cfg.grad_clip)
+        if grad_clip is not None:
+            grad = grad.clamp(-grad_clip, grad_clip)
     grad_norm = float(grad.flatten(1).pow(2).sum(1).sqrt().mean())
     return SDSOutput(sds_loss(x, grad.to(x.dtype)), grad_norm, t)

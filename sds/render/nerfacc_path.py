@@ -6,12 +6,14 @@ nerfacc's estimator and packed compositing are CUDA-only (its extension is JIT-c
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
+from sds.field.shading import shade
 from sds.render.compositing import accumulate_color
-from sds.render.renderer import shade
 
 
 def make_estimator(bound: float, device: torch.device, resolution: int = 64):
@@ -25,16 +27,34 @@ def _step_size(field, samples_per_ray: int) -> float:
     return 2 * math.sqrt(3) * field.bound / samples_per_ray
 
 
-def update_estimator(estimator, field, step: int, samples_per_ray: int = 64) -> None:
+@contextlib.contextmanager
+def global_rng_seeded_from(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
+    """nerfacc draws its random numbers from torch's global RNG, not from a generator we can pass. Inside this
+    block the global RNG (of the CPU and of `device`) is seeded from one draw of the run's generator, and
+    restored afterwards: nerfacc's draws are then fixed by the seed and replayed exactly after a resume (the
+    generator's state is checkpointed). Without a generator nothing changes."""
+    if generator is None:
+        yield
+        return
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def update_estimator(estimator, field, step: int, samples_per_ray: int,
+                     generator: torch.Generator | None = None) -> None:
+    """Refresh the occupancy grid with the render's own step size (from samples_per_ray)."""
     step_size = _step_size(field, samples_per_ray)
-    estimator.update_every_n_steps(step=step, occ_eval_fn=lambda x: field.density(x) * step_size,
-                                   occ_thre=0.01, n=16)
+    with global_rng_seeded_from(generator, estimator.binaries.device):
+        estimator.update_every_n_steps(step=step, occ_eval_fn=lambda x: field.density(x) * step_size,
+                                       occ_thre=0.01, n=16)
 
 
 def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
                         ambient: float, perturb: bool, min_shading_weight: float,
-                        normal_gradient_scale: float = 1.0,
-                        color_depth_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
+                        normal_gradient_scale: float = 1.0, color_depth_gradient_scale: float = 1.0,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     from nerfacc import accumulate_along_rays, render_weight_from_density
 
     n_rays = origins.shape[0]
@@ -43,9 +63,10 @@ def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray:
         mid = (t_starts + t_ends)[:, None] / 2
         return field.density(origins[ray_indices] + dirs[ray_indices] * mid)
 
-    ray_indices, t_starts, t_ends = estimator.sampling(
-        origins, dirs, sigma_fn=sigma_fn, render_step_size=_step_size(field, samples_per_ray),
-        stratified=perturb, alpha_thre=0.0)
+    with global_rng_seeded_from(generator if perturb else None, origins.device):
+        ray_indices, t_starts, t_ends = estimator.sampling(
+            origins, dirs, sigma_fn=sigma_fn, render_step_size=_step_size(field, samples_per_ray),
+            stratified=perturb, alpha_thre=0.0)
     mid = (t_starts + t_ends) / 2
     points = origins[ray_indices] + dirs[ray_indices] * mid[:, None]
     density, albedo = field.query(points)

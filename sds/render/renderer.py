@@ -13,7 +13,7 @@ import torch
 
 from sds.cameras import Cameras, camera_rays
 from sds.errors import UserError
-from sds.field.shading import lambertian, textureless
+from sds.field.shading import TRAIN_MIN_SHADING_WEIGHT, shade
 from sds.render.compositing import accumulate_color, composite_weights
 from sds.render.samplers import ray_aabb, stratified_samples
 
@@ -30,45 +30,10 @@ class RenderOutput:
     orientation: torch.Tensor  # scalar: mean over rays of sum_i w_i * max(0, n_i . d)^2 (0 for albedo shading)
 
 
-TRAIN_MIN_SHADING_WEIGHT = 1e-4
-"""Samples lighter than this get no normal (it costs 6 density queries) and so only ambient light."""
 VIEW_MIN_SHADING_WEIGHT = 1e-3
 """The same for renders to look at (preview, turntable). The exp field's faint fog gives most samples of a ray
 a weight of 1e-4..1e-3; leaving them unlit changes a trained sphere's frame by at most 1.2 / 255 (mean 0.3 / 255)
 and makes it 3x faster (0.86 -> 0.28 s for 128 x 128 on one thread)."""
-
-
-def shade(field, points: torch.Tensor, albedo: torch.Tensor, weights: torch.Tensor, dirs: torch.Tensor,
-          light_pos: torch.Tensor, shading: str, ambient: float,
-          min_weight: float = TRAIN_MIN_SHADING_WEIGHT,
-          normal_gradient_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample colour [R, S, 3] and the orientation penalty [R].
-
-    Normals (6 extra density queries per point) are only computed where the sample's weight exceeds min_weight.
-    normal_gradient_scale scales the gradient that reaches the density through the normals (the image is the
-    same): 0 computes them without one, so the loss moves the density only through the compositing weights
-    (silhouette and depth), not through the lighting.
-    points/albedo [R, S, 3|3], weights [R, S], dirs [R, 3], light_pos [R, 3].
-    """
-    if shading == "albedo":
-        return albedo, torch.zeros(points.shape[0], device=points.device)
-    mask = weights.detach() > min_weight
-    normals = torch.zeros_like(points)
-    if mask.any():
-        with torch.set_grad_enabled(normal_gradient_scale != 0 and torch.is_grad_enabled()):
-            n = field.normals(points[mask])
-        if n.requires_grad and normal_gradient_scale != 1:
-            n = n.detach() + normal_gradient_scale * (n - n.detach())
-        normals[mask] = n
-    to_light = light_pos[:, None, :] - points
-    to_light = to_light / to_light.pow(2).sum(-1, keepdim=True).sqrt().clamp(min=1e-9)
-    if shading == "lambertian":
-        color = lambertian(albedo, normals, to_light, ambient)
-    else:
-        color = textureless(normals, to_light, ambient)
-    facing_away = (normals * dirs[:, None, :]).sum(-1).clamp(min=0)
-    orientation = (weights.detach() * facing_away**2).sum(-1)
-    return color, orientation
 
 
 def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_pos: torch.Tensor,
@@ -94,10 +59,9 @@ class VolumeRenderer:
     """Renders a field (and background) from cameras; picks the sampling path once and logs it."""
 
     def __init__(self, field, background, samples_per_ray: int, ambient: float, sampler: str = "auto",
-                 normal_gradient_scale: float = 1.0, color_depth_gradient_scale: float = 1.0):
+                 normal_gradient_scale: float = 1.0):
         self.field = field
         self.normal_gradient_scale = normal_gradient_scale
-        self.color_depth_gradient_scale = color_depth_gradient_scale
         self.background = background
         self.samples_per_ray = samples_per_ray
         self.ambient = ambient
@@ -123,22 +87,26 @@ class VolumeRenderer:
         log.info("renderer: nerfacc occupancy-grid sampling on CUDA")
         return "nerfacc"
 
-    def update(self, step: int) -> None:
-        """Refresh the occupancy grid (nerfacc path only)."""
+    def update(self, step: int, generator: torch.Generator | None = None) -> None:
+        """Refresh the occupancy grid (nerfacc path only), at the renderer's samples per ray, its random cells
+        drawn from `generator` (the run's, so CUDA runs are seeded)."""
         if self.estimator is not None:
             from sds.render.nerfacc_path import update_estimator
 
-            update_estimator(self.estimator, self.field, step)
+            update_estimator(self.estimator, self.field, step, self.samples_per_ray, generator)
 
     def render(self, cameras: Cameras, height: int, width: int, light_pos: torch.Tensor | None = None,
                shading: str = "albedo", perturb: bool = False, background_rgb: torch.Tensor | None = None,
                background_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               chunk_rays: int | None = None, min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT) -> RenderOutput:
+               chunk_rays: int | None = None, min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT,
+               color_depth_gradient_scale: float = 1.0) -> RenderOutput:
         """Render B views at height x width. light_pos [B, 3] (default: at each camera).
 
         background_rgb [B, 3] replaces the background model on the views where background_mask [B] is true
         (all views if no mask): random solid-colour augmentation.
         chunk_rays bounds memory for large evaluation renders. min_shading_weight: see VIEW_MIN_SHADING_WEIGHT.
+        color_depth_gradient_scale: scale of the gradient through which colour along a ray is seen (the image is
+        the same; render.color_depth_gradient_scale, from the step's plan in training).
         """
         if shading not in SHADINGS:
             raise ValueError(f"unknown shading {shading!r}; choose from {SHADINGS}")
@@ -149,7 +117,7 @@ class VolumeRenderer:
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
         chunk = chunk_rays or o.shape[0]
         parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], shading, perturb, generator,
-                                   min_shading_weight) for i in range(0, o.shape[0], chunk)]
+                                   min_shading_weight, color_depth_gradient_scale) for i in range(0, o.shape[0], chunk)]
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         bg = self.background(d)
         if background_rgb is not None:
@@ -161,14 +129,14 @@ class VolumeRenderer:
         return RenderOutput(rgb.view(b, height, width, 3), out["opacity"].view(b, height, width),
                             out["depth"].view(b, height, width), out["orientation"].mean())
 
-    def _render_rays(self, origins, dirs, light, shading, perturb, generator,
-                     min_shading_weight) -> dict[str, torch.Tensor]:
+    def _render_rays(self, origins, dirs, light, shading, perturb, generator, min_shading_weight,
+                     color_depth_gradient_scale) -> dict[str, torch.Tensor]:
         if self.path == "nerfacc":
             from sds.render.nerfacc_path import render_rays_nerfacc
 
             return render_rays_nerfacc(self.estimator, self.field, origins, dirs, light, self.samples_per_ray,
                                        shading, self.ambient, perturb, min_shading_weight, self.normal_gradient_scale,
-                                       self.color_depth_gradient_scale)
+                                       color_depth_gradient_scale, generator)
         return render_rays_torch(self.field, origins, dirs, light, self.samples_per_ray, shading, self.ambient,
                                  perturb, generator, min_shading_weight, self.normal_gradient_scale,
-                                 self.color_depth_gradient_scale)
+                                 color_depth_gradient_scale)
