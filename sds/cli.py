@@ -10,7 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
-from sds.config import ConfigError, load_config, to_yaml
+from sds.config import ConfigError, load_config, requested_model, requested_recipe, to_yaml
+from sds.recipes import choose_recipe
 
 log = logging.getLogger("sds")
 
@@ -49,13 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="prompt -> NeRF -> mesh in a new run folder")
     p.add_argument("prompt", help='what to make, e.g. "a red cube"')
     p.add_argument("--config", help="YAML file with the settings that differ from the defaults")
+    p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_overrides(p)
 
     p = sub.add_parser("show-config", help="print the resolved config and exit")
     p.add_argument("--config")
+    p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--prompt", default=None)
     _add_overrides(p)
+
+    sub.add_parser("recipes", help="list the shipped recipes (the method: stages, guidance, schedules)")
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint (steps=N extends a finished one)")
     p.add_argument("run_dir", type=Path)
@@ -141,6 +146,24 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _choose_recipe(args) -> tuple[str, str]:
+    """--recipe, else the recipe the config file or an override names, else one chosen from the model."""
+    named = requested_recipe(args.config, args.overrides)
+    if args.recipe is None and named is not None:
+        return named, "named in the config"
+    return choose_recipe(requested_model(args.config, args.overrides), args.recipe)
+
+
+def _list_recipes() -> int:
+    from sds.recipes import load_recipe, shipped_names
+
+    for name in shipped_names():
+        recipe = load_recipe(name)
+        print(f"{name:12} {recipe.description}  [chosen for: {recipe.chosen_for}]")
+    print("sds generate --recipe NAME_OR_PATH \"...\" picks one; without --recipe it is chosen from the model.")
+    return 0
+
+
 def check_sample_args(args) -> None:
     """`sds sample`'s arguments, checked before anything loads (ConfigError names the flag)."""
     import math
@@ -167,16 +190,20 @@ def check_sample_args(args) -> None:
 def _dispatch(args) -> int:
     from sds import commands
 
+    if args.command == "recipes":
+        return _list_recipes()
     if args.command == "show-config":
-        cfg = load_config(args.config, args.overrides, prompt=args.prompt, require_prompt=False)
+        recipe, _ = _choose_recipe(args)
+        cfg = load_config(args.config, args.overrides, prompt=args.prompt, require_prompt=False, recipe=recipe)
         print(to_yaml(cfg), end="")
         return 0
     if args.command == "generate":
         if OVERRIDE_LIKE.fullmatch(args.prompt):  # `sds generate seed=1 steps=1`: the prompt was forgotten
             raise ConfigError(f"prompt: missing ({args.prompt!r} is a key=value override, not a prompt); put the "
                               f"prompt first: sds generate \"a red cube\" {args.prompt}")
-        cfg = load_config(args.config, args.overrides, prompt=args.prompt)
-        return commands.generate(cfg, show_progress=not args.no_progress)
+        recipe, reason = _choose_recipe(args)
+        cfg = load_config(args.config, args.overrides, prompt=args.prompt, recipe=recipe)
+        return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason)
     if args.command == "resume":
         return commands.resume(args.run_dir, args.overrides, show_progress=not args.no_progress)
     if args.command == "export":

@@ -167,7 +167,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
     return 0
 
 
-def generate(cfg: RunConfig, show_progress: bool = True) -> int:
+def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "") -> int:
     from sds.run import Run, check_output_dir
 
     check_output_dir(Path(cfg.output_dir).expanduser().resolve())  # before minutes of loading, not after
@@ -175,6 +175,9 @@ def generate(cfg: RunConfig, show_progress: bool = True) -> int:
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     run = Run.create(cfg)
     log.info("run folder: %s", run.path)
+    if cfg.recipe:
+        log.info("recipe %s: %s", cfg.recipe, recipe_reason or "as configured")
+    run.info.recipe, run.info.recipe_reason = cfg.recipe, recipe_reason
     _record_setup(run, guidance, trainer, warnings, load_seconds)
     return _train_and_export(cfg, run, guidance, trainer, show_progress)
 

@@ -302,6 +302,9 @@ class RunConfig:
     """One prompt-to-mesh run."""
 
     prompt: str = ""
+    recipe: str = ""
+    """The recipe the config was resolved with (``sds recipes``; "" when none was applied: the defaults, which are
+    the built-in prior's recipe). Set by --recipe or chosen from the model; recorded, not read back as a choice."""
     seed: int = 0
     steps: int = 450
     """Optimisation steps. With the sdf defaults 450 sharpen the cubes and cones that 300 left rounded, and a
@@ -450,8 +453,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                prompt: str | None = None, require_prompt: bool = True) -> RunConfig:
-    """Defaults <- YAML file <- key=value overrides <- prompt. Validated; raises ConfigError."""
+                prompt: str | None = None, require_prompt: bool = True, recipe: str | None = None) -> RunConfig:
+    """Defaults <- recipe <- YAML file <- key=value overrides <- prompt. Validated; raises ConfigError.
+
+    recipe: a shipped recipe's name or a recipe file's path (``sds.recipes``); None applies none (the defaults)."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -471,10 +476,53 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_path(data, key, value)
     if prompt is not None:
         data["prompt"] = prompt
+    if recipe is not None:
+        from sds.recipes import load_recipe
+
+        chosen = load_recipe(recipe)
+        data = _merged(chosen.config, data)
+        data["recipe"] = chosen.name
     _field_specific_defaults_off(data)
     cfg = _build(RunConfig, data)
     validate(cfg, require_prompt=require_prompt)
     return cfg
+
+
+def _merged(base: dict, top: dict) -> dict:
+    """base with top's keys laid over it, section by section."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _requested(path: str | Path | None, overrides: list[str] | tuple[str, ...], dotted: str) -> str | None:
+    """The text value a config file and overrides give `dotted` (the last one wins; None when neither does), read
+    before the recipe is chosen; a broken file or override is left for load_config to report."""
+    value = None
+    if path is not None and Path(path).is_file():
+        try:
+            node = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            value = node if isinstance(node, str) and node else None
+        except (UnicodeDecodeError, yaml.YAMLError):
+            pass
+    for text in overrides:
+        key, _, raw = text.partition("=")
+        if ALIASES.get(key.strip(), key.strip()) == dotted and raw.strip():
+            value = raw.strip()
+    return value
+
+
+def requested_model(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str:
+    """The model the config file and overrides ask for ("builtin" when neither does)."""
+    return _requested(path, overrides, "guidance.model") or "builtin"
+
+
+def requested_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The recipe a config file or an override names (a config printed by show-config names the one it used)."""
+    return _requested(path, overrides, "recipe")
 
 
 SDF_ONLY_DEFAULTS = ("reg.eikonal", "field.redistance_every")

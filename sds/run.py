@@ -91,6 +91,10 @@ class RunInfo:
     revision: str | None
     device: str = ""
     renderer_path: str = ""
+    recipe: str = ""
+    """The recipe the run's config was resolved with ("" for none: the defaults)."""
+    recipe_reason: str = ""
+    """Why that recipe: asked for, or chosen from the model."""
     model_kind: str = ""
     """"latent" (a VAE: Stable Diffusion) or "pixel" (the built-in prior, DeepFloyd IF stage I)."""
     prediction_type: str = ""

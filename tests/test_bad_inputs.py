@@ -48,7 +48,7 @@ def finished_run(tmp_path_factory, tiny_pixel_model):
     """A finished tiny run folder (trained and exported), copied by each test that damages it."""
     out = tmp_path_factory.mktemp("finished")
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    assert main(["generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={out}", *SMALL,
+    assert main(["generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={out}", *SMALL,
                  "--no-progress"]) == 0
     for s, h in handlers.items():
         signal.signal(s, h)
@@ -207,7 +207,8 @@ def test_an_interrupt_during_export_says_interrupted(cli, tiny_pixel_model, tmp_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sds.export, "export_result", interrupted)
-    code, err = cli("generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,
+    code, err = cli("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={tmp_path}",
+                    *SMALL,
                     "--no-progress")
     assert code == 130
     (run_dir,) = list(tmp_path.glob("*/*"))
@@ -228,7 +229,8 @@ def test_a_full_disk_ends_in_status_failed_with_the_reason(phase, cli, tiny_pixe
         monkeypatch.setattr(sds.train, "save_checkpoint", no_space)
     else:
         monkeypatch.setattr(sds.export.pipeline, "write_glb", no_space)
-    code, err = cli("generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,
+    code, err = cli("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={tmp_path}",
+                    *SMALL,
                     "--no-progress")
     _assert_one_line(code, err, "No space left on device", expected_code=1)
     (run_dir,) = list(tmp_path.glob("*/*"))

@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sds.config import ConfigError, Ramp, RunConfig, constant, from_dict, load_config, to_dict, to_yaml
+from sds.config import (
+    ConfigError,
+    Ramp,
+    RunConfig,
+    constant,
+    from_dict,
+    load_config,
+    requested_model,
+    to_dict,
+    to_yaml,
+)
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
@@ -191,7 +201,12 @@ def test_default_guidance_scale_drops_once_the_texture_stage_begins():
 
 
 def test_stable_diffusion_config_keeps_the_density_field():
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "stable-diffusion.yaml", [], prompt="a red cube")
+    """configs/stable-diffusion.yaml names the model; the DreamFusion-style recipe chosen for it gives the rest."""
+    from sds.recipes import choose_recipe
+
+    path = Path(__file__).parents[1] / "configs" / "stable-diffusion.yaml"
+    recipe, _ = choose_recipe(requested_model(path, []), None)
+    cfg = load_config(path, [], prompt="a red cube", recipe=recipe)
     assert cfg.field.geometry == "density" and cfg.field.kind == "hashgrid"
     assert cfg.reg.eikonal.end == 0 and cfg.field.redistance_every == 0 and cfg.optim.freeze_density_from is None
     assert (cfg.field.albedo_init, cfg.guidance.anneal_fraction) == (0.5, 0.5)  # the prior's tuning is not assumed

@@ -85,13 +85,15 @@ def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixe
 
 @pytest.mark.slow
 def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_model, tmp_path):
-    out = _sds("generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,
+    out = _sds("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,
                "export.formats=[glb, obj, ply]", "--no-progress")
     assert out.returncode == 0, out.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.glob("a-red-cube-*/*") if p.is_dir()]
     assert len(run_dir.parent.name.split("-")[-1]) == 8
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "ok" and info["steps_done"] == 12 and info["renderer_path"] == "torch"
+    assert info["recipe"] == "builtin" and info["recipe_reason"] == "asked for with --recipe"
+    assert info["model_kind"] == "pixel" and info["prediction_type"] == "epsilon"
     assert {"load_model", "train", "export"} <= set(info["timings_s"]) and info["peak_memory_mb"]["cpu_rss"] > 0
     assert info["versions"]["torch"] == torch.__version__
     # The tiny run's blob stays well inside the scene box: flagged not cut by it, and no warning about it.

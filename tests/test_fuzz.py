@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import signal
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sds.cli import main
+from sds.cli import _choose_recipe, main
 from sds.config import RunConfig, from_dict, load_config, to_dict
 
 
@@ -54,7 +55,8 @@ def test_show_config_succeeds_and_reloads_or_fails_in_one_line(prompt, overrides
     if code == 0:  # the printed config is the resolved one, and reloads to the same object
         printed = from_dict(yaml.safe_load(out))
         assert printed.prompt == prompt
-        assert printed == load_config(None, overrides, prompt=prompt, require_prompt=False)
+        recipe, _ = _choose_recipe(SimpleNamespace(config=None, overrides=overrides, recipe=None))
+        assert printed == load_config(None, overrides, prompt=prompt, require_prompt=False, recipe=recipe)
     else:
         assert code == 2 and len(err) == 1, (code, err)
 

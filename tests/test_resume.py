@@ -101,7 +101,7 @@ def _sds(*args, **kw):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
 
 
-CLI_ARGS = [*(s for s in SMALL if not s.startswith("preview_every")), "preview_every=1"]  # a preview each step
+CLI_ARGS = [*(s for s in SMALL if not s.startswith("preview_every")), "preview_every=1", "--recipe", "builtin"]  # a preview each step
 # slows the run so that a kill lands mid-run
 
 

@@ -1,0 +1,124 @@
+"""Recipes: shipped YAML files of the method, chosen from the model or by --recipe, layered under the user's
+config file and overrides, and recorded in the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+
+import pytest
+
+from sds.cli import main
+from sds.config import ConfigError, RunConfig, load_config, requested_model
+from sds.recipes import choose_recipe, load_recipe, shipped_names
+
+
+def test_every_shipped_recipe_loads_and_resolves_to_a_valid_config():
+    assert {"builtin", "dreamfusion"} <= set(shipped_names())
+    for name in shipped_names():
+        recipe = load_recipe(name)
+        assert recipe.description and recipe.chosen_for
+        assert load_config(None, [], prompt="a red cube", recipe=name).recipe == name
+
+
+def test_the_builtin_recipe_is_the_tuned_defaults():
+    cfg = load_config(None, [], prompt="a red cube", recipe="builtin")
+    assert dataclasses.replace(cfg, recipe="") == load_config(None, [], prompt="a red cube")
+    assert dataclasses.replace(cfg, recipe="", prompt="") == RunConfig()
+
+
+@pytest.mark.parametrize("model,requested,expected", [
+    ("builtin", None, "builtin"),
+    ("stabilityai/stable-diffusion-2-1-base", None, "dreamfusion"),
+    ("/models/deepfloyd-if", None, "dreamfusion"),
+    ("stabilityai/stable-diffusion-2-1-base", "builtin", "builtin"),  # asked for: always wins
+])
+def test_the_recipe_is_chosen_from_the_model_unless_asked_for(model, requested, expected):
+    name, reason = choose_recipe(model, requested)
+    assert name == expected and reason
+
+
+def test_a_stable_diffusion_model_no_longer_gets_the_builtin_prior_s_recipe():
+    """The bug this fixes: model=SD without --config silently ran the built-in prior's tuned method."""
+    overrides = ["model=stabilityai/stable-diffusion-2-1-base"]
+    name, _ = choose_recipe(requested_model(None, overrides), None)
+    cfg = load_config(None, overrides, prompt="a castle", recipe=name)
+    assert cfg.recipe == "dreamfusion" and cfg.guidance.weighting == "one_minus_alpha_bar"
+    assert cfg.guidance.guidance_scale.start == cfg.guidance.guidance_scale.end == 100  # not the prior's 50 -> 25
+    assert cfg.guidance.t_min_start is None and cfg.field.geometry == "density"
+
+
+def test_the_model_is_read_from_the_config_file_and_the_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("guidance:\n  model: /models/sd\n")
+    assert requested_model(path, []) == "/models/sd"
+    assert requested_model(path, ["model=builtin"]) == "builtin"  # an override comes last
+    assert requested_model(None, ["guidance.model=/x"]) == "/x"
+    assert requested_model(None, []) == "builtin"
+
+
+def test_layers_recipe_then_config_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 700\nrender:\n  resolution: 64\n")
+    cfg = load_config(path, ["render.resolution=96"], prompt="a", recipe="dreamfusion")
+    assert cfg.steps == 700  # the file over the recipe's 5000
+    assert cfg.render.resolution == 96  # the override over the file
+    assert cfg.render.samples_per_ray == 128  # the recipe over the defaults, where nothing else speaks
+
+
+def test_a_users_recipe_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("description: fewer steps\nfor: me\nconfig:\n  steps: 90\n  guidance:\n    guidance_scale: 30\n")
+    cfg = load_config(None, [], prompt="a", recipe=str(path))
+    assert cfg.recipe == "mine" and cfg.steps == 90 and cfg.guidance.guidance_scale.end == 30
+
+
+@pytest.mark.parametrize("text,words", [
+    ("description: x\nconfig:\n  stpes: 3\n", "did you mean 'steps'"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("description: x\nstages: []\n", "unknown entries"),
+    ("config: [1,\n", "not valid YAML"),
+])
+def test_a_broken_recipe_file_is_one_config_error(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_config(None, [], prompt="a", recipe=str(path))
+
+
+def test_an_unknown_recipe_name_gets_a_did_you_mean():
+    with pytest.raises(ConfigError, match="did you mean 'dreamfusion'"):
+        load_recipe("dreamfusoin")
+
+
+def _main(args, capsys):
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = main(args)
+    for s, h in handlers.items():
+        signal.signal(s, h)
+    return code, capsys.readouterr()
+
+
+def test_sds_recipes_lists_every_shipped_recipe_in_one_line_each(capsys):
+    code, out = _main(["recipes"], capsys)
+    lines = out.out.splitlines()
+    assert code == 0 and all(any(line.startswith(name) for line in lines) for name in shipped_names())
+
+
+def test_show_config_says_which_recipe_resolved(capsys):
+    import yaml
+
+    code, out = _main(["show-config", "model=/models/sd"], capsys)
+    assert code == 0 and yaml.safe_load(out.out)["recipe"] == "dreamfusion"
+    code, out = _main(["show-config", "--recipe", "builtin", "model=/models/sd"], capsys)
+    assert code == 0 and yaml.safe_load(out.out)["recipe"] == "builtin"
+
+
+def test_a_printed_config_reloads_with_the_recipe_it_names(tmp_path, capsys):
+    import yaml
+
+    code, out = _main(["show-config", "model=/models/sd", "steps=77"], capsys)
+    path = tmp_path / "printed.yaml"
+    path.write_text(out.out)
+    code, again = _main(["show-config", "--config", str(path)], capsys)
+    assert code == 0 and yaml.safe_load(again.out) == yaml.safe_load(out.out)
