@@ -187,6 +187,20 @@ def check_sample_args(args) -> None:
         check(args.out.suffix.lower() in (".png", ".jpg", ".jpeg"), "--out", f"must end in .png or .jpg, got {args.out}")
 
 
+def check_train_prior_args(args) -> None:
+    """`sds train-prior`'s arguments, checked before the data set is rendered (ConfigError names the flag)."""
+    import math
+
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size),
+                        ("--images-per-caption", args.images_per_caption)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ConfigError(f"--minutes: must be a positive number, got {args.minutes}")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        raise ConfigError(f"out_dir: {args.out_dir} is a file, not a folder")
+
+
 def _dispatch(args) -> int:
     from sds import commands
 
@@ -214,6 +228,7 @@ def _dispatch(args) -> int:
         check_sample_args(args)
         return commands.sample(args)
     if args.command == "train-prior":
+        check_train_prior_args(args)
         return commands.train_prior(args)
     raise AssertionError(args.command)
 

@@ -124,12 +124,38 @@ def test_output_dir_that_is_a_file(cli, tmp_path, tiny_pixel_model):
     assert (tmp_path / "file").read_text() == "keep me"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so a read-only folder cannot be had")
-def test_read_only_output_dir(cli, tmp_path, tiny_pixel_model):
+def test_read_only_output_dir(tmp_path, tiny_pixel_model):
+    """A real read-only folder. Root ignores permissions, so as root the command runs without the capability to
+    (setpriv drops CAP_DAC_OVERRIDE from it), which makes the folder as read-only to it as to any user."""
+    import subprocess
+    import sys
+
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    _assert_one_line(*cli("generate", "a red cube", f"model={tiny_pixel_model}", f"output_dir={locked}"),
-                     "not writable")
+    locked.mkdir(mode=0o555)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux): a read-only folder cannot be had")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    out = subprocess.run([*prefix, sys.executable, "-m", "sds.cli", "generate", "a red cube",
+                          f"model={tiny_pixel_model}", f"output_dir={locked / 'runs'}"],
+                         capture_output=True, text=True, timeout=120)
+    err = [line for line in out.stderr.splitlines() if line.startswith("sds:")]
+    assert out.returncode == 1 and len(err) == 1 and "not writable" in err[0], out.stderr
+    assert "Traceback" not in out.stderr and not any(locked.iterdir())
+
+
+def test_view_of_a_folder_that_is_not_a_run(cli, tmp_path):
+    _assert_one_line(*cli("view", tmp_path, "--no-open"), "export first", expected_code=1)
+
+
+@pytest.mark.parametrize("args,words", [(["--steps", "-1"], "--steps"), (["--minutes", "0"], "--minutes"),
+                                        (["--batch-size", "0"], "--batch-size"),
+                                        (["--images-per-caption", "0"], "--images-per-caption")])
+def test_train_prior_arguments(cli, tmp_path, args, words):
+    _assert_one_line(*cli("train-prior", tmp_path / "prior", *args), words, expected_code=2)
+    assert not (tmp_path / "prior").exists()
 
 
 # ------------------------------------------------------------------------------- corrupt run folders
