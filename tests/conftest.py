@@ -73,3 +73,38 @@ def tiny_latent_model(tmp_path_factory):
     vae.save_pretrained(folder / "vae")
     _save_common(folder, _tiny_unet(4, 8), text_encoder, tok, {"vae": ["diffusers", "AutoencoderKL"]})
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_if_model(tmp_path_factory):
+    """A DeepFloyd-IF-stage-I-shaped folder: a T5 encoder, a pixel UNet (16x16 RGB) that predicts [eps, variance]
+    (6 channels: learned variance), text projected into the UNet (encoder_hid_dim) and added to its time embedding,
+    a cosine ("squaredcos_cap_v2") schedule with learned-range variance."""
+    import json
+
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    from sds.prior.tokenizer import build_tokenizer, vocabulary
+
+    folder = tmp_path_factory.mktemp("tiny_if")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=len(vocabulary()), d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                            decoder_start_token_id=0)).save_pretrained(folder / "text_encoder")
+    UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=6, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "UpBlock2D"), mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        cross_attention_dim=16, attention_head_dim=4, encoder_hid_dim=16, encoder_hid_dim_type="text_proj",
+        addition_embed_type="text", addition_embed_type_num_heads=2, resnet_time_scale_shift="scale_shift",
+    ).save_pretrained(folder / "unet")
+    tok.save_pretrained(folder / "tokenizer")
+    DDPMScheduler(num_train_timesteps=1000, variance_type="learned_range",
+                  beta_schedule="squaredcos_cap_v2").save_pretrained(folder / "scheduler")
+    index = {"_class_name": "IFPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+             "scheduler": ["diffusers", "DDPMScheduler"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder

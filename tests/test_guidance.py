@@ -33,7 +33,7 @@ def _expected_grad(guidance, images_bchw, labels, seed):
     return torch.autograd.grad(x, images_bchw, grad_outputs=g)[0]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model"])
+@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model", "tiny_if_model"])
 def test_render_gradient_is_the_sds_pullback(fixture, request):
     folder = request.getfixturevalue(fixture)
     cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5), t_max_end=0.98)
@@ -145,3 +145,22 @@ def test_an_unsupported_prediction_type_fails_before_any_compute(tiny_pixel_mode
     folder = _with_prediction_type(tiny_pixel_model, tmp_path, "flow_prediction")
     with pytest.raises(ModelLoadError, match="flow_prediction"):
         load_guidance(GuidanceConfig(model=str(folder)), "a red cube", torch.device("cpu"))
+
+
+def test_deepfloyd_if_stage_one_uses_only_the_noise_half_of_its_output(tiny_if_model):
+    """IF's UNet predicts [eps, variance] (6 channels); SDS must take the first 3 only, through a T5 encoder."""
+    from sds.guidance.pixel import PixelGuidance
+
+    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_if_model)), "a red cube", torch.device("cpu"))
+    assert isinstance(guidance, PixelGuidance) and guidance.unet.config.out_channels == 6
+    assert guidance.embeddings.uncond.shape[-1] == 16  # T5's width, projected inside the UNet
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([50, 700])
+    cond = guidance.embeddings.for_views(["front", "back"])
+    uncond = guidance.embeddings.uncond.expand(2, -1, -1)
+    with torch.no_grad():
+        eps = guidance.predict_noise(x_t, t, cond, 7.5)
+        raw = guidance.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample
+    assert raw.shape[1] == 6 and eps.shape == x_t.shape
+    u, c = raw[:, :3].chunk(2)
+    assert torch.allclose(eps, u + 7.5 * (c - u), atol=1e-5)
