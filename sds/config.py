@@ -87,6 +87,12 @@ class GuidanceConfig:
     """Append ", front view" / ", side view" / ... chosen from each camera."""
     negative_prompt: str = ""
     """Text for the unconditional branch of CFG."""
+    perp_neg: bool = False
+    """Perp-Neg (Armandpour et al. 2023) against the Janus problem: each view's opposite view prompts are negatives
+    ("..., back view" for a front view), of which only the part perpendicular to the positive is pushed away.
+    Needs view_dependent_prompts; costs two more UNet batches per step."""
+    perp_neg_weight: float = 2.0
+    """Weight of the negative views in Perp-Neg (the peers' default: 2)."""
     half_precision: bool = False
     """Run the frozen model in float16 (CUDA only)."""
 
@@ -603,6 +609,9 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
            "need t_min <= t_min_start < t_max")
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
     _check(g.grad_clip is None or 0 < g.grad_clip <= 1e6, "guidance.grad_clip", "must be in (0, 1e6] or null")
+    _check_between(g.perp_neg_weight, "guidance.perp_neg_weight", 0, 100)
+    _check(not g.perp_neg or g.view_dependent_prompts, "guidance.perp_neg",
+           "needs guidance.view_dependent_prompts=true (its negatives are the other views' prompts)")
     c = cfg.camera
     _check_between(c.batch_size, "camera.batch_size", 1, 256)
     _check_between(c.light_jitter_deg, "camera.light_jitter_deg", 0, 180)

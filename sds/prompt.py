@@ -16,6 +16,17 @@ from sds.cameras import VIEW_LABELS
 log = logging.getLogger(__name__)
 
 
+PERP_NEG_NEGATIVES: dict[str, tuple[tuple[str, float], ...]] = {
+    "front": (("back", 1.0),),
+    "back": (("front", 1.0),),
+    "side": (("front", 0.5), ("back", 0.5)),
+    "overhead": (),
+}
+"""Perp-Neg's negatives for each view label, with their share of guidance.perp_neg_weight: the opposite view (a
+side view pushes half away from each). stable-dreamfusion interpolates these by azimuth; our views are the
+discrete labels the prompts carry."""
+
+
 def view_prompt(prompt: str, label: str | None) -> str:
     """"a red cube" + "side" -> "a red cube, side view" (the phrase the built-in prior was trained with)."""
     return f"{prompt}, {label} view" if label else prompt
@@ -31,6 +42,18 @@ class PromptEmbeddings:
     def for_views(self, labels: list[str | None]) -> torch.Tensor:
         """[B, L, D] conditional embeddings for B cameras' view labels (None: no view phrase)."""
         return torch.cat([self.by_view[label or ""] for label in labels])
+
+    def perp_neg_negatives(self, labels: list[str | None], weight: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Perp-Neg's negatives for B cameras: two [B, L, D] embeddings and their [B] weights (0 where a view has
+        fewer negatives: PERP_NEG_NEGATIVES)."""
+        slots = 2
+        embeddings, weights = [], []
+        for i in range(slots):
+            chosen = [PERP_NEG_NEGATIVES.get(label or "", ())[i:i + 1] for label in labels]
+            embeddings.append(torch.cat([self.by_view[c[0][0] if c else (label or "")]
+                                         for c, label in zip(chosen, labels)]))
+            weights.append(torch.tensor([weight * c[0][1] if c else 0.0 for c in chosen]))
+        return embeddings, weights
 
     def to(self, device: torch.device, dtype: torch.dtype) -> PromptEmbeddings:
         return PromptEmbeddings(self.uncond.to(device, dtype),

@@ -164,3 +164,33 @@ def test_deepfloyd_if_stage_one_uses_only_the_noise_half_of_its_output(tiny_if_m
     assert raw.shape[1] == 6 and eps.shape == x_t.shape
     u, c = raw[:, :3].chunk(2)
     assert torch.allclose(eps, u + 7.5 * (c - u), atol=1e-5)
+
+
+def test_perp_neg_pushes_away_from_the_opposite_view_and_leaves_overhead_views_alone(tiny_pixel_model):
+    from sds.guidance.sds import perp_neg_combine, unet_noise
+
+    cfg = GuidanceConfig(model=str(tiny_pixel_model), perp_neg=True, perp_neg_weight=2.0)
+    guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+    labels = ["front", "side", "overhead"]
+    x_t = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([100, 400, 800])
+    emb = guidance.embeddings
+    cond = emb.for_views(labels)
+    with torch.no_grad():
+        eps = guidance.predict_noise_perp_neg(x_t, t, cond, labels, 7.5)
+        u, pos, back, front = unet_noise(guidance.unet, x_t, t, [emb.uncond.expand(3, -1, -1), cond,
+                                                               emb.for_views(["back"] * 3), emb.for_views(["front"] * 3)])
+        plain = guidance.predict_noise(x_t, t, cond, 7.5)
+    # front: the back view at the full weight; side: front and back at half each
+    expected_front = perp_neg_combine(u[:1], pos[:1], [back[:1]], [torch.tensor([2.0])], 7.5)
+    expected_side = perp_neg_combine(u[1:2], pos[1:2], [front[1:2], back[1:2]], [torch.tensor([1.0])] * 2, 7.5)
+    assert torch.allclose(eps[:1], expected_front, atol=1e-5) and torch.allclose(eps[1:2], expected_side, atol=1e-5)
+    assert torch.allclose(eps[2:], plain[2:], atol=1e-5)  # overhead: no negatives, plain CFG
+    assert not torch.allclose(eps[:2], plain[:2], atol=1e-4)
+
+
+def test_perp_neg_needs_view_dependent_prompts():
+    from sds.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="view_dependent_prompts"):
+        load_config(None, ["guidance.perp_neg=true", "guidance.view_dependent_prompts=false"], prompt="a red cube")

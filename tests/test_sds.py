@@ -8,6 +8,8 @@ import torch
 from sds.config import GuidanceConfig
 from sds.guidance.sds import (
     cfg_combine,
+    perp_neg_combine,
+    perpendicular_component,
     sample_timesteps,
     score_distillation,
     sds_weight,
@@ -129,3 +131,26 @@ def test_to_epsilon_commutes_with_classifier_free_guidance():
     after = to_epsilon(cfg_combine(v_u, v_c, 7.5), x_t, ab, "v_prediction")
     before = cfg_combine(to_epsilon(v_u, x_t, ab, "v_prediction"), to_epsilon(v_c, x_t, ab, "v_prediction"), 7.5)
     assert torch.allclose(after, before, atol=1e-4)
+
+
+def test_perpendicular_component_by_hand():
+    x, y = torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]])
+    assert torch.allclose(perpendicular_component(x, y), torch.tensor([[0.0, 1.0]]))
+    assert torch.allclose(perpendicular_component(y, y), torch.zeros(1, 2))  # parallel: nothing left
+
+
+def test_perp_neg_combine_against_a_hand_computed_case():
+    """eps_u = 0, d_pos = (1, 0), d_neg = (1, 1): only the negative's part perpendicular to the positive, (0, 1),
+    is pushed away. With w = 2 and s = 10: 10 * ((1, 0) - 2 * (0, 1)) = (10, -20)."""
+    eps_u = torch.zeros(1, 2)
+    out = perp_neg_combine(eps_u, torch.tensor([[1.0, 0.0]]), [torch.tensor([[1.0, 1.0]])], [torch.tensor([2.0])], 10.0)
+    assert torch.allclose(out, torch.tensor([[10.0, -20.0]]))
+    # A weight of 0 turns a negative off: plain CFG. A negative parallel to the positive changes nothing either.
+    pos = torch.tensor([[1.0, 0.0]])
+    assert torch.allclose(perp_neg_combine(eps_u, pos, [torch.tensor([[5.0, 5.0]])], [torch.tensor([0.0])], 10.0),
+                          cfg_combine(eps_u, pos, 10.0))
+    assert torch.allclose(perp_neg_combine(eps_u, pos, [3 * pos], [torch.tensor([2.0])], 10.0), 10 * pos)
+    # With an unconditional offset the same holds on the differences from it.
+    u = torch.tensor([[0.5, -0.5]])
+    out = perp_neg_combine(u, u + pos, [u + torch.tensor([[1.0, 1.0]])], [torch.tensor([2.0])], 10.0)
+    assert torch.allclose(out, u + torch.tensor([[10.0, -20.0]]))

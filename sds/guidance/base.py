@@ -7,12 +7,21 @@ loss) is ``sds.guidance.sds``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.sds import SDSOutput, guided_noise, sample_timesteps, score_distillation, to_epsilon
+from sds.guidance.sds import (
+    SDSOutput,
+    guided_noise,
+    perp_neg_combine,
+    sample_timesteps,
+    score_distillation,
+    to_epsilon,
+    unet_noise,
+)
 from sds.prompt import PromptEmbeddings
 
 if TYPE_CHECKING:
@@ -60,6 +69,18 @@ class Guidance:
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
 
+    def predict_noise_perp_neg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                               labels: list[str | None], scale: float) -> torch.Tensor:
+        """Perp-Neg epsilon: one UNet call on [uncond; cond; 2 negative views] (``perp_neg_combine``). The
+        combination uses differences from the unconditional output, so converting v or x0 to epsilon after it
+        gives the same result as before it (the conversion scales every difference by the same sqrt(ab))."""
+        uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
+        negatives, weights = self.embeddings.perp_neg_negatives(labels, self.cfg.perp_neg_weight)
+        eps_uncond, eps_pos, *eps_negs = unet_noise(self.unet, x_t, t, [uncond, cond, *negatives])
+        output = perp_neg_combine(eps_uncond, eps_pos, eps_negs, [w.to(x_t.device) for w in weights], scale)
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
+
     def __call__(self, rgb: torch.Tensor, view_labels: list[str | None], p: StepPlan,
                  generator: torch.Generator | None = None) -> SDSOutput:
         """SDS loss for renders rgb [B, H, W, 3] in [0, 1] (channels-last) seen from cameras with view_labels, at
@@ -69,7 +90,10 @@ class Guidance:
         labels = view_labels if self.cfg.view_dependent_prompts else [None] * len(view_labels)
         cond = self.embeddings.for_views(labels)
         scale = p.guidance_scale
+        if self.cfg.perp_neg:
+            predict = partial(self.predict_noise_perp_neg, cond=cond, labels=labels, scale=scale)
+        else:
+            predict = partial(self.predict_noise, cond=cond, scale=scale)
         t = sample_timesteps(p.t_range, self.alphas_cumprod.shape[0], x.shape[0], generator)
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-        return score_distillation(x, lambda x_t, t: self.predict_noise(x_t, t, cond, scale), self.alphas_cumprod,
-                                  t, noise, self.cfg.weighting, self.cfg.grad_clip)
+        return score_distillation(x, predict, self.alphas_cumprod, t, noise, self.cfg.weighting, self.cfg.grad_clip)

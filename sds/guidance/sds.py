@@ -24,6 +24,26 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def perpendicular_component(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The part of x [B, ...] perpendicular to y [B, ...], per sample: x - (<x, y> / |y|^2) y."""
+    xf, yf = x.flatten(1), y.flatten(1)
+    coef = (xf * yf).sum(1) / yf.pow(2).sum(1).clamp(min=1e-12)
+    return x - coef.view(-1, *[1] * (x.ndim - 1)) * y
+
+
+def perp_neg_combine(eps_uncond: torch.Tensor, eps_pos: torch.Tensor, eps_negs: list[torch.Tensor],
+                     neg_weights: list[torch.Tensor], scale: float) -> torch.Tensor:
+    """Perp-Neg (Armandpour et al. 2023): ``eps_u + s * (d_pos - sum_i w_i * perp(d_neg_i, d_pos))`` with
+    ``d = eps - eps_u``. Only the part of each negative direction perpendicular to the positive one is pushed
+    away, so a negative prompt that shares the positive's content ("a dog, back view" against "a dog, front
+    view") removes the view, not the dog. neg_weights: one [B] tensor per negative (0: that negative is off)."""
+    d_pos = eps_pos - eps_uncond
+    total = d_pos
+    for eps_neg, w in zip(eps_negs, neg_weights):
+        total = total - w.view(-1, *[1] * (d_pos.ndim - 1)) * perpendicular_component(eps_neg - eps_uncond, d_pos)
+    return eps_uncond + scale * total
+
+
 def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, cond: torch.Tensor,
                  scale: float) -> torch.Tensor:
     """CFG epsilon [B, C, h, w] from one UNet call on the batch [uncond; cond].
@@ -31,10 +51,17 @@ def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor,
     t is [B] or a scalar timestep; uncond and cond are [B, L, D]. Models with learned variance
     (DeepFloyd IF) predict [eps, variance]: only the first C channels are eps.
     """
-    t_in = torch.cat([t, t]) if t.ndim else t
-    out = unet(torch.cat([x_t, x_t]).to(unet.dtype), t_in, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    eps_uncond, eps_cond = out[:, : x_t.shape[1]].float().chunk(2)
+    eps_uncond, eps_cond = unet_noise(unet, x_t, t, [uncond, cond])
     return cfg_combine(eps_uncond, eps_cond, scale)
+
+
+def unet_noise(unet, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One UNet call on x_t repeated for each [B, L, D] embedding: the epsilon [B, C, h, w] of each (models
+    with learned variance, DeepFloyd IF, predict [eps, variance]: only the first C channels are eps)."""
+    k = len(embeddings)
+    t_in = t.repeat(k) if t.ndim else t
+    out = unet(x_t.repeat(k, 1, 1, 1).to(unet.dtype), t_in, encoder_hidden_states=torch.cat(embeddings)).sample
+    return list(out[:, : x_t.shape[1]].float().chunk(k))
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
