@@ -19,11 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sds.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A bad configuration value; the message names the key."""
+from sds.errors import ConfigError
 
 
 @dataclass(frozen=True)

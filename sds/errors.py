@@ -13,6 +13,10 @@ class UserError(Exception):
     """A failure the user can fix; its message is one line saying what to do."""
 
 
+class ConfigError(UserError, ValueError):
+    """A bad configuration value or argument; the message names the key (the CLI exits 2)."""
+
+
 class RunError(UserError, RuntimeError):
     """A run folder problem the user can fix (missing or corrupt checkpoint, not a run folder, ...)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from sds.config import ConfigError
+from sds.errors import ConfigError
 
 SHIPPED = Path(__file__).parent
 
