@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recipes", help="list the shipped recipes (the method: stages, guidance, schedules)")
 
+    p = sub.add_parser("doctor", help="what a run would do and whether it can: torch, device, nerfacc, model, "
+                                      "recipe, memory, disk")
+    p.add_argument("--config")
+    p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
+    _add_overrides(p)
+
     p = sub.add_parser("resume", help="continue a run from its last checkpoint (steps=N extends a finished one)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--no-progress", action="store_true")
@@ -178,7 +184,8 @@ def check_sample_args(args) -> None:
     except UnicodeEncodeError:
         raise ConfigError("prompt: is not valid UTF-8 text") from None
     check(1 <= args.n <= 256, "-n", f"must be in [1, 256], got {args.n}")
-    check(1 <= args.steps <= 1000, "--steps", f"must be in [1, 1000], got {args.steps}")
+    check(args.scheduler != "ddim" or 1 <= args.steps <= 1000, "--steps",  # ddpm runs the whole chain
+          f"must be in [1, 1000], got {args.steps}")
     check(math.isfinite(args.guidance_scale) and 0 <= args.guidance_scale <= 1000, "--guidance-scale",
           f"must be a finite number in [0, 1000], got {args.guidance_scale}")
     check(args.seed >= 0, "--seed", f"must be >= 0, got {args.seed}")
@@ -206,6 +213,14 @@ def _dispatch(args) -> int:
 
     if args.command == "recipes":
         return _list_recipes()
+    if args.command == "doctor":
+        from sds.doctor import report, run_doctor
+
+        recipe, reason = _choose_recipe(args)
+        cfg = load_config(args.config, args.overrides, require_prompt=False, recipe=recipe)
+        checks = run_doctor(cfg, recipe, reason)
+        print(report(checks))
+        return 1 if any(c.ok is False for c in checks) else 0
     if args.command == "show-config":
         recipe, _ = _choose_recipe(args)
         cfg = load_config(args.config, args.overrides, prompt=args.prompt, require_prompt=False, recipe=recipe)

@@ -1,0 +1,174 @@
+"""``sds doctor``: one screen saying what a run would do and whether it can, before any weights load.
+
+Every check is a ``Check(name, ok, detail)``; the command prints them and exits non-zero when one that a run
+needs fails. Reading a model's folder here means its small JSON files and file sizes, never its weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sds.config import RunConfig
+
+GIB = 2**30
+MIN_FREE_DISK_GIB = 1.0
+"""A run writes checkpoints (the field, its Adam state), previews and the mesh: well under 1 GiB at the defaults."""
+RUNTIME_GIB = 0.31
+"""Resident memory of Python with torch, diffusers and transformers imported (316 MiB, measured on this CPU
+machine with torch 2.13.0); counted on the CPU only."""
+BYTES_PER_SAMPLE = 1280
+"""Estimate only: bytes the renderer and its autograd graph keep per ray sample (density, albedo, weights, normals
+from 6 extra queries, their gradients), calibrated so that the built-in prior's default step comes to the 578 MiB
+peak that benchmarks/step_time.py measured on CPU (docs/benchmarks.md)."""
+ACTIVATION_FACTOR = 3.0
+"""Estimate only: peak memory of an SDS step ~ weights x this factor (the UNet's activations for a [2B] batch, the
+VAE's encoder backward, the renderer's samples), from the peers' reports of SD 2.1 at 512 px (about 8-10 GB in
+fp16 for about 2.6 GB of weights). Marked as an estimate wherever it is printed."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None
+    """True: fine; False: a run cannot work; None: information only."""
+    detail: str
+
+
+def torch_checks(cfg: RunConfig) -> tuple[list[Check], str]:
+    """torch's build, the device a run would use, and the nerfacc extension; returns the checks and the device."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+    checks = [Check("torch", None, f"{torch.__version__} ({build} build)")]
+    device = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
+    if cfg.device == "cuda" and not cuda:
+        checks.append(Check("device", False, "device=cuda, but torch sees no CUDA GPU; use device=cpu or device=auto"))
+    elif device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        checks.append(Check("device", True, f"cuda: {props.name}, {props.total_memory / GIB:.1f} GiB"))
+    else:
+        checks.append(Check("device", True, f"cpu, {os.cpu_count()} cores (torch uses {torch.get_num_threads()} threads)"))
+    checks.append(nerfacc_check(device))
+    return checks, device
+
+
+def nerfacc_check(device: str) -> Check:
+    if importlib.util.find_spec("nerfacc") is None:
+        return Check("nerfacc", device != "cuda", "not installed (pip install nerfacc); the CPU path does not need it")
+    if device != "cuda":
+        return Check("nerfacc", None, "installed; not used on the CPU (the pure-torch renderer is the CPU path)")
+    from torch.utils.cpp_extension import _get_build_directory
+
+    build = Path(_get_build_directory("nerfacc_cuda", verbose=False))
+    if importlib.util.find_spec("nerfacc.csrc") is not None or (build.is_dir() and any(build.iterdir())):
+        return Check("nerfacc", True, "CUDA extension built")
+    if shutil.which("nvcc") is None:
+        return Check("nerfacc", None, "CUDA extension not built and no nvcc to build it: render.sampler=torch runs "
+                                      "without it (slower), or install the CUDA toolkit")
+    return Check("nerfacc", None, "CUDA extension not built yet: it compiles on first use (minutes); to build it "
+                                  "now: python -c 'from nerfacc.cuda._backend import _C'")
+
+
+def model_checks(cfg: RunConfig, recipe: str, reason: str) -> tuple[list[Check], int]:
+    """Whether the model resolves offline, its family and prediction type; returns the checks and the bytes of
+    its weights on disk (0 when unknown)."""
+    from sds.guidance.load import ModelLoadError, resolve_model
+    from sds.guidance.sds import PREDICTION_TYPES
+
+    try:
+        source = resolve_model(cfg.guidance.model)
+    except ModelLoadError as e:
+        return [Check("model", False, str(e))], 0
+    if not source.is_local:
+        folder = hub_cache_folder(source.location)
+        if folder is None:
+            return [Check("model", False, f"{source.location} is a hub id that is not in the local cache; this "
+                                          "machine needs network to fetch it, or pass model=/path/to/folder")], 0
+        source_dir = folder
+    else:
+        source_dir = Path(source.location)
+    checks = [Check("recipe", None, f"{recipe} ({reason})")]
+    if source_dir.is_file():
+        checks.insert(0, Check("model", True, f"single file {source_dir} (family read when it loads)"))
+        return checks, source_dir.stat().st_size
+    index = json.loads((source_dir / "model_index.json").read_text())
+    family = "latent (VAE: Stable Diffusion family)" if index.get("vae") else "pixel space (built-in prior, DeepFloyd IF)"
+    checks.insert(0, Check("model", True, f"{cfg.guidance.model} -> {source_dir}: {family}"))
+    kind = _prediction_type(source_dir)
+    checks.insert(1, Check("prediction", kind in PREDICTION_TYPES,
+                           f"{kind}" + ("" if kind in PREDICTION_TYPES else f": unsupported ({', '.join(PREDICTION_TYPES)})")))
+    weights = sum(p.stat().st_size for p in source_dir.rglob("*") if p.suffix in (".safetensors", ".bin"))
+    return checks, weights
+
+
+def _prediction_type(folder: Path) -> str:
+    path = folder / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return "epsilon"
+    return str(json.loads(path.read_text()).get("prediction_type", "epsilon"))
+
+
+def hub_cache_folder(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model, if the cache holds one (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def memory_check(cfg: RunConfig, device: str, weight_bytes: int) -> Check:
+    """An estimate (so labelled) of a step's peak memory against what the device has."""
+    half = cfg.guidance.half_precision and device == "cuda"
+    weights = weight_bytes / (2 if half and weight_bytes else 1)
+    r = cfg.render
+    render_bytes = cfg.camera.batch_size * r.resolution**2 * r.samples_per_ray * BYTES_PER_SAMPLE
+    estimate = (weights * ACTIVATION_FACTOR + render_bytes) / GIB + (RUNTIME_GIB if device == "cpu" else 0.0)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return Check("memory", None, f"estimated peak ~{estimate:.1f} GiB (an estimate); no CUDA device to "
+                                         "compare it with")
+        available = torch.cuda.mem_get_info()[0] / GIB
+        where = "free GPU memory"
+    else:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
+        where = "free RAM"
+    detail = (f"estimated peak ~{estimate:.1f} GiB (an estimate, not a measurement: weights {weights / GIB:.2f} GiB "
+              f"x {ACTIVATION_FACTOR:g}, renderer {render_bytes / GIB:.2f} GiB at {r.resolution} px"
+              f"{f', runtime {RUNTIME_GIB} GiB' if device == 'cpu' else ''}); {available:.1f} GiB {where}")
+    return Check("memory", estimate <= available, detail)
+
+
+def disk_check(cfg: RunConfig) -> Check:
+    root = Path(cfg.output_dir).expanduser().resolve()
+    existing = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        return Check("disk", False, f"output_dir {root}: {existing} is a file, not a folder")
+    free = shutil.disk_usage(existing).free / GIB
+    return Check("disk", free >= MIN_FREE_DISK_GIB and os.access(existing, os.W_OK),
+                 f"{free:.1f} GiB free in {existing}" + ("" if os.access(existing, os.W_OK) else " (not writable)"))
+
+
+def run_doctor(cfg: RunConfig, recipe: str, reason: str) -> list[Check]:
+    checks, device = torch_checks(cfg)
+    found, weight_bytes = model_checks(cfg, recipe, reason)
+    checks += found
+    if weight_bytes:
+        checks.append(memory_check(cfg, device, weight_bytes))
+    checks.append(disk_check(cfg))
+    return checks
+
+
+def report(checks: list[Check]) -> str:
+    marks = {True: "ok  ", False: "FAIL", None: "    "}
+    lines = [f"{marks[c.ok]} {c.name:11} {c.detail}" for c in checks]
+    failed = [c.name for c in checks if c.ok is False]
+    lines.append(f"a run cannot work: {', '.join(failed)}" if failed else "a run can start with these settings")
+    return "\n".join(lines)
