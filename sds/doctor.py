@@ -98,7 +98,12 @@ def model_checks(cfg: RunConfig, recipe: str, reason: str) -> tuple[list[Check],
         checks.insert(0, Check("model", True, f"single file {source_dir} (family read when it loads)"))
         return checks, source_dir.stat().st_size
     index = json.loads((source_dir / "model_index.json").read_text())
-    family = "latent (VAE: Stable Diffusion family)" if index.get("vae") else "pixel space (built-in prior, DeepFloyd IF)"
+    if index.get("text_encoder_2"):
+        family = "latent SDXL (two text encoders, pooled embeddings)"
+    elif index.get("vae"):
+        family = "latent (VAE: Stable Diffusion 1.x / 2.x)"
+    else:
+        family = "pixel space (built-in prior, DeepFloyd IF)"
     checks.insert(0, Check("model", True, f"{cfg.guidance.model} -> {source_dir}: {family}"))
     kind = _prediction_type(source_dir)
     checks.insert(1, Check("prediction", kind in PREDICTION_TYPES,

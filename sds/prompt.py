@@ -38,6 +38,8 @@ class PromptEmbeddings:
 
     uncond: torch.Tensor  # [1, L, D]
     by_view: dict[str, torch.Tensor]  # label -> [1, L, D]
+    pooled_uncond: torch.Tensor | None = None  # [1, P]: SDXL's pooled text embedding
+    pooled_by_view: dict[str, torch.Tensor] | None = None  # label -> [1, P]
 
     def for_views(self, labels: list[str | None]) -> torch.Tensor:
         """[B, L, D] conditional embeddings for B cameras' view labels (None: no view phrase)."""
@@ -55,9 +57,16 @@ class PromptEmbeddings:
             weights.append(torch.tensor([weight * c[0][1] if c else 0.0 for c in chosen]))
         return embeddings, weights
 
+    def pooled_for_views(self, labels: list[str | None]) -> torch.Tensor:
+        """[B, P] pooled embeddings (SDXL) for B cameras' view labels."""
+        return torch.cat([self.pooled_by_view[label or ""] for label in labels])
+
     def to(self, device: torch.device, dtype: torch.dtype) -> PromptEmbeddings:
-        return PromptEmbeddings(self.uncond.to(device, dtype),
-                                {k: v.to(device, dtype) for k, v in self.by_view.items()})
+        def moved(d):
+            return None if d is None else {k: v.to(device, dtype) for k, v in d.items()}
+
+        pooled = None if self.pooled_uncond is None else self.pooled_uncond.to(device, dtype)
+        return PromptEmbeddings(self.uncond.to(device, dtype), moved(self.by_view), pooled, moved(self.pooled_by_view))
 
 
 def unknown_words(tokenizer, text: str) -> list[str]:
@@ -85,12 +94,24 @@ def check_prompt(tokenizer, prompt: str) -> list[str]:
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompt: str, negative_prompt: str, view_dependent: bool,
+def encode_prompts(encoders: list, prompt: str, negative_prompt: str, view_dependent: bool,
                    device: torch.device) -> PromptEmbeddings:
-    """Encode the negative prompt, the prompt and (if view_dependent) each view variant, once."""
+    """Encode the negative prompt, the prompt and (if view_dependent) each view variant, once.
+
+    encoders: [(tokenizer, text_encoder)]: one pair, whose last hidden state is the embedding; or SDXL's two,
+    whose penultimate hidden states are concatenated and whose second gives the pooled embedding."""
     labels = ["", *VIEW_LABELS] if view_dependent else [""]
     texts = [negative_prompt] + [view_prompt(prompt, label or None) for label in labels]
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
-    hidden = text_encoder(ids)[0]
-    return PromptEmbeddings(hidden[:1], {label: hidden[i + 1: i + 2] for i, label in enumerate(labels)})
+    outputs = []
+    for tokenizer, text_encoder in encoders:
+        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(device)
+        outputs.append(text_encoder(ids, output_hidden_states=len(encoders) > 1))
+    if len(encoders) == 1:
+        hidden, pooled = outputs[0][0], None
+    else:
+        hidden = torch.cat([o.hidden_states[-2] for o in outputs], dim=-1)
+        pooled = outputs[-1].text_embeds
+    return PromptEmbeddings(hidden[:1], {label: hidden[i + 1: i + 2] for i, label in enumerate(labels)},
+                            None if pooled is None else pooled[:1],
+                            None if pooled is None else {label: pooled[i + 1: i + 2] for i, label in enumerate(labels)})

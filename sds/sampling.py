@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from sds.config import GuidanceConfig
-from sds.guidance.load import load_components
+from sds.guidance.load import ModelLoadError, load_components
 from sds.guidance.sds import guided_noise
 
 DEFAULT_DDIM_ETA = 1.0
@@ -97,6 +97,8 @@ def sample_images(model: str, prompt: str, n: int, scheduler_kind: str = "ddim",
     """
     device = device or torch.device("cpu")
     parts, _ = load_components(GuidanceConfig(model=model), device)
+    if "text_encoder_2" in parts:
+        raise ModelLoadError(f"sds sample does not draw from SDXL models yet ({model}); sds generate uses them")
     return sample_from_components(parts, [prompt], n, scheduler_kind, steps, guidance_scale, seed, eta,
                                   show_progress=show_progress)
 

@@ -108,3 +108,48 @@ def tiny_if_model(tmp_path_factory):
              "scheduler": ["diffusers", "DDPMScheduler"]}
     (folder / "model_index.json").write_text(json.dumps(index))
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory):
+    """An SDXL-shaped folder: two CLIP text encoders (the second projecting: pooled embeddings), a UNet on
+    4-channel latents with "text_time" added conditioning, and an AutoencoderKL that asks for float32."""
+    import json
+
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sds.prior.tokenizer import build_tokenizer, vocabulary
+
+    folder = tmp_path_factory.mktemp("tiny_sdxl")
+    tok = build_tokenizer()
+
+    def text_config():
+        return CLIPTextConfig(vocab_size=len(vocabulary()), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                              num_attention_heads=2, max_position_embeddings=tok.model_max_length,
+                              pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                              eos_token_id=tok.eos_token_id, projection_dim=8)
+
+    torch.manual_seed(0)
+    CLIPTextModel(text_config()).save_pretrained(folder / "text_encoder")
+    CLIPTextModelWithProjection(text_config()).save_pretrained(folder / "text_encoder_2")
+    for sub in ("tokenizer", "tokenizer_2"):
+        tok.save_pretrained(folder / sub)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=4,
+        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 6 * 4,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=8, layers_per_block=1, scaling_factor=0.13025,
+                  force_upcast=True).save_pretrained(folder / "vae")
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear").save_pretrained(folder / "scheduler")
+    index = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+             "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder

@@ -285,3 +285,8 @@ def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp
     assert train(make_trainer(cfg, torch.device("cpu")), poisoned, run, show_progress=False) == "nan"
     assert "No checkpoint was written before it" in caplog.text and "checkpoint (step 0)" not in caplog.text
     assert not run.checkpoint.exists() and run.info.steps_done == 0
+
+
+def test_sample_from_an_sdxl_model_is_refused_in_one_line(cli, tmp_path, tiny_sdxl_model):
+    _assert_one_line(*cli("sample", "a red cube", "--model", tiny_sdxl_model, "--out", tmp_path / "s.png"),
+                     "does not draw from SDXL", expected_code=1)

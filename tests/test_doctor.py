@@ -66,3 +66,8 @@ def test_an_output_dir_that_is_a_file_fails(capsys, tmp_path):
     (tmp_path / "f").write_text("x")
     code, lines, _ = _doctor(capsys, f"output_dir={tmp_path / 'f' / 'runs'}")
     assert code == 1 and "is a file" in lines["disk"]
+
+
+def test_an_sdxl_folder_is_named_as_such(capsys, tmp_path, tiny_sdxl_model):
+    code, lines, _ = _doctor(capsys, f"model={tiny_sdxl_model}", f"output_dir={tmp_path}", "device=cpu")
+    assert code == 0 and "SDXL" in lines["model"]

@@ -28,12 +28,13 @@ def _expected_grad(guidance, images_bchw, labels, seed):
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         x_t = ab.sqrt() * x + (1 - ab).sqrt() * eps
-        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels), _plan(guidance.cfg).guidance_scale)
+        eps_hat = guidance.predict_noise(x_t, t, guidance.embeddings.for_views(labels), _plan(guidance.cfg).guidance_scale,
+                                         labels=labels)
     g = sds_weight(guidance.cfg.weighting, ab) * (eps_hat - eps) / x.shape[0]
     return torch.autograd.grad(x, images_bchw, grad_outputs=g)[0]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model", "tiny_if_model"])
+@pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model", "tiny_if_model", "tiny_sdxl_model"])
 def test_render_gradient_is_the_sds_pullback(fixture, request):
     folder = request.getfixturevalue(fixture)
     cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5), t_max_end=0.98)
@@ -194,3 +195,26 @@ def test_perp_neg_needs_view_dependent_prompts():
 
     with pytest.raises(ConfigError, match="view_dependent_prompts"):
         load_config(None, ["guidance.perp_neg=true", "guidance.view_dependent_prompts=false"], prompt="a red cube")
+
+
+def test_sdxl_conditions_on_both_encoders_pooled_embeddings_and_time_ids(tiny_sdxl_model):
+    from sds.guidance.sdxl import SDXLGuidance
+
+    guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_sdxl_model)), "a red cube", torch.device("cpu"))
+    assert isinstance(guidance, SDXLGuidance) and guidance.scaling_factor == 0.13025
+    e = guidance.embeddings
+    assert e.uncond.shape[-1] == 32 and e.pooled_uncond.shape == (1, 8)  # 16 + 16 hidden; the projection
+    assert not torch.equal(e.pooled_by_view["front"], e.pooled_by_view["back"])
+    assert guidance.time_ids(2).tolist() == [[16.0, 16.0, 0.0, 0.0, 16.0, 16.0]] * 2  # 8 latents x 2
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([100, 600])
+    labels = ["front", "back"]
+    with torch.no_grad():
+        eps = guidance.predict_noise(x_t, t, e.for_views(labels), 5.0, labels=labels)
+        other_pooled = guidance.predict_noise(x_t, t, e.for_views(labels), 5.0, labels=["back", "front"])
+    assert eps.shape == x_t.shape and not torch.allclose(eps, other_pooled, atol=1e-6)  # the pooled view counts
+
+
+def test_sdxl_with_perp_neg_is_refused_before_compute(tiny_sdxl_model):
+    with pytest.raises(ModelLoadError, match="perp_neg"):
+        load_guidance(GuidanceConfig(model=str(tiny_sdxl_model), perp_neg=True), "a red cube", torch.device("cpu"))

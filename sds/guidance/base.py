@@ -61,9 +61,11 @@ class Guidance:
         return torch.nn.functional.interpolate(images, (size, size), mode="bilinear", align_corners=False,
                                                antialias=images.shape[-1] > size)
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, scale: float,
+                      labels: list[str | None] | None = None) -> torch.Tensor:
         """CFG-combined epsilon (guidance scale `scale`) for x_t [B, C, h, w] at timesteps t [B] and conditional
-        embeddings cond [B, L, D]; a v- or sample-predicting model's output is converted to epsilon."""
+        embeddings cond [B, L, D] of the cameras' view labels (families that condition on more than cond, SDXL,
+        read them); a v- or sample-predicting model's output is converted to epsilon."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
         output = guided_noise(self.unet, x_t, t, uncond, cond, scale)
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -93,7 +95,7 @@ class Guidance:
         if self.cfg.perp_neg:
             predict = partial(self.predict_noise_perp_neg, cond=cond, labels=labels, scale=scale)
         else:
-            predict = partial(self.predict_noise, cond=cond, scale=scale)
+            predict = partial(self.predict_noise, cond=cond, scale=scale, labels=labels)
         t = sample_timesteps(p.t_range, self.alphas_cumprod.shape[0], x.shape[0], generator)
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
         return score_distillation(x, predict, self.alphas_cumprod, t, noise, self.cfg.weighting, self.cfg.grad_clip)

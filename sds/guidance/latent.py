@@ -12,6 +12,8 @@ class LatentGuidance(Guidance):
         super().__init__(unet, scheduler, embeddings, cfg, model_id)
         # The VAE is frozen too, but the gradient must flow through its encoder back to the render.
         self.vae = vae.eval().requires_grad_(False)
+        if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in float16: it runs in float32
+            self.vae.to(torch.float32)
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
 

@@ -97,6 +97,11 @@ def _components_from_pretrained(source: ModelSource, revision: str | None, dtype
     }
     if index.get("vae"):
         parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", **model_kw, **kw)
+    if index.get("text_encoder_2"):  # SDXL: a second (projecting) text encoder gives the pooled embedding
+        encoder_2_cls = getattr(transformers, index["text_encoder_2"][1])
+        parts["tokenizer_2"] = transformers.AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer_2", **kw)
+        parts["text_encoder_2"] = encoder_2_cls.from_pretrained(source.location, subfolder="text_encoder_2",
+                                                                torch_dtype=dtype, **kw)
     return parts
 
 
@@ -125,10 +130,17 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
     check_prediction_type(parts["scheduler"], cfg.model)
-    for name in ("unet", "text_encoder", "vae"):
+    for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
         if name in parts:
             parts[name].to(device)
     return parts, source
+
+
+def model_family(parts: dict) -> str:
+    """"sdxl" (two text encoders, pooled embeddings and time ids), "latent" (a VAE: SD 1.x / 2.x) or "pixel"."""
+    if "text_encoder_2" in parts:
+        return "sdxl"
+    return "latent" if "vae" in parts else "pixel"
 
 
 def check_prediction_type(scheduler, model: str) -> str:
@@ -146,15 +158,24 @@ def load_guidance(cfg: GuidanceConfig, prompt: str, device: torch.device) -> tup
     """Load the model, encode the prompts once (then free the text encoder). Returns guidance + warnings."""
     from sds.guidance.latent import LatentGuidance
     from sds.guidance.pixel import PixelGuidance
+    from sds.guidance.sdxl import SDXLGuidance
 
     parts, source = load_components(cfg, device)
-    log.info("model %s: %s, predicts %s", cfg.model, "latent (VAE)" if "vae" in parts else "pixel space",
-             parts["scheduler"].config.prediction_type)
+    family = model_family(parts)
+    log.info("model %s: %s, predicts %s", cfg.model, family, parts["scheduler"].config.prediction_type)
+    if family == "sdxl" and "vae" not in parts:
+        raise ModelLoadError(f"model {cfg.model!r} has a second text encoder (SDXL) but no vae; the folder is incomplete")
+    if family == "sdxl" and cfg.perp_neg:
+        raise ModelLoadError("guidance.perp_neg is not supported for SDXL models yet; set guidance.perp_neg=false")
     warnings = check_prompt(parts["tokenizer"], prompt)
-    embeddings = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompt, cfg.negative_prompt,
-                                cfg.view_dependent_prompts, device)
-    del parts["text_encoder"]  # only the cached embeddings are needed from here on
-    if "vae" in parts:
+    encoders = [(parts["tokenizer"], parts.pop("text_encoder"))]
+    if family == "sdxl":
+        encoders.append((parts.pop("tokenizer_2"), parts.pop("text_encoder_2")))
+    # Encoded once; the text encoders are freed when this function returns.
+    embeddings = encode_prompts(encoders, prompt, cfg.negative_prompt, cfg.view_dependent_prompts, device)
+    if family == "sdxl":
+        guidance = SDXLGuidance(parts["unet"], parts["vae"], parts["scheduler"], embeddings, cfg, source.location)
+    elif "vae" in parts:
         guidance = LatentGuidance(parts["unet"], parts["vae"], parts["scheduler"], embeddings, cfg, source.location)
     else:
         guidance = PixelGuidance(parts["unet"], parts["scheduler"], embeddings, cfg, source.location)

@@ -59,8 +59,10 @@ def unet_noise(unet, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.
     """One UNet call on x_t repeated for each [B, L, D] embedding: the epsilon [B, C, h, w] of each (models
     with learned variance, DeepFloyd IF, predict [eps, variance]: only the first C channels are eps)."""
     k = len(embeddings)
-    t_in = t.repeat(k) if t.ndim else t
-    out = unet(x_t.repeat(k, 1, 1, 1).to(unet.dtype), t_in, encoder_hidden_states=torch.cat(embeddings)).sample
+    t_in = torch.cat([t] * k) if t.ndim else t
+    # cat, not repeat: it keeps x_t's memory layout (channels-last from the render), and with it the UNet's
+    # exact floating-point results (repeat makes it contiguous, which changes the last bits of every step).
+    out = unet(torch.cat([x_t] * k).to(unet.dtype), t_in, encoder_hidden_states=torch.cat(embeddings)).sample
     return list(out[:, : x_t.shape[1]].float().chunk(k))
 
 
