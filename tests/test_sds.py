@@ -154,3 +154,23 @@ def test_perp_neg_combine_against_a_hand_computed_case():
     u = torch.tensor([[0.5, -0.5]])
     out = perp_neg_combine(u, u + pos, [u + torch.tensor([[1.0, 1.0]])], [torch.tensor([2.0])], 10.0)
     assert torch.allclose(out, u + torch.tensor([[10.0, -20.0]]))
+
+
+def test_the_unet_batch_keeps_the_renders_memory_layout():
+    """Renders arrive channels-last; building the [uncond; cond] batch must keep that layout (torch.cat does,
+    repeat does not), or the UNet's results change in their last bits and runs stop matching earlier ones."""
+    from types import SimpleNamespace
+
+    from sds.guidance.sds import unet_noise
+
+    seen = []
+
+    def unet(x, t, encoder_hidden_states):
+        seen.append(x.stride())
+        return SimpleNamespace(sample=x.clone())
+
+    unet.dtype = torch.float32
+    x_t = torch.randn(2, 8, 8, 3).permute(0, 3, 1, 2)  # [B, C, H, W] view of a channels-last render
+    eps = unet_noise(unet, x_t, torch.tensor([1, 2]), [torch.zeros(2, 4, 5)] * 2)
+    assert seen == [torch.cat([x_t, x_t]).stride()] and seen[0] != torch.cat([x_t, x_t]).contiguous().stride()
+    assert all(torch.equal(e, x_t) for e in eps)
