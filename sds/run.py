@@ -110,6 +110,15 @@ class RunInfo:
     message: str = ""
 
 
+RUN_INFO_TYPES: dict[str, tuple[type, ...]] = {
+    "prompt": (str,), "seed": (int,), "model": (str,), "revision": (str, type(None)), "steps_done": (int,),
+    "steps_total": (int,), "timings_s": (dict,), "peak_memory_mb": (dict,), "warnings": (list,), "export": (dict,),
+    "versions": (dict,),
+}
+"""The JSON type of each run.json field (text for the rest), checked when a run folder is opened."""
+RUN_INFO_TYPES = {name: RUN_INFO_TYPES.get(name, (str,)) for name in RunInfo.__dataclass_fields__}
+
+
 class Run:
     """A run folder and its record."""
 
@@ -153,6 +162,9 @@ class Run:
         known = set(RunInfo.__dataclass_fields__)
         if not isinstance(data, dict):
             raise RunError(f"{record} is corrupt (expected a JSON object); restore it from a copy")
+        wrong = [k for k, v in data.items() if k in known and not isinstance(v, RUN_INFO_TYPES[k])]
+        if wrong:
+            raise RunError(f"{record} is corrupt ({', '.join(sorted(wrong))} of the wrong type); restore it from a copy")
         try:
             return cls(path, RunInfo(**{k: v for k, v in data.items() if k in known}))
         except TypeError:

@@ -172,6 +172,10 @@ def _incomplete_checkpoint(path):
     torch.save(state, path)
 
 
+def _rewrite_json(path, **fields):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
 CORRUPTIONS = {
     "truncated checkpoint": ("ckpt/last.pt", _truncate, "not a usable sds checkpoint"),
     "garbage checkpoint": ("ckpt/last.pt", lambda p: p.write_bytes(os.urandom(2048)), "not a usable sds checkpoint"),
@@ -191,6 +195,8 @@ CORRUPTIONS = {
     "corrupt run.json": ("run.json", lambda p: p.write_text("{not json"), "run.json is corrupt"),
     "run.json not an object": ("run.json", lambda p: p.write_text("[]"), "run.json is corrupt"),
     "incomplete run.json": ("run.json", lambda p: p.write_text("{}"), "run.json is incomplete"),
+    "run.json of the wrong types": ("run.json", lambda p: _rewrite_json(p, timings_s=[1, 2], seed="0"),
+                                    "of the wrong type"),
 }
 
 
