@@ -55,6 +55,9 @@ class GuidanceConfig:
     """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `model` is a hub id."""
+    loras: tuple[str, ...] = ()
+    """LoRA files applied to the UNet through diffusers' loader (needs peft), each "PATH" or "PATH:WEIGHT"
+    (weight 1 by default); `lora=PATH` on the command line adds one."""
     guidance_scale: Ramp = dataclasses.field(default_factory=lambda: Ramp(50.0, 25.0, 150, 151))
     """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u), a ramp over steps. 50 in the shape stage,
     25 once the texture stage has begun (step 150: render.albedo_warmup_steps, optim.freeze_density_from; move
@@ -324,7 +327,7 @@ class RunConfig:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
-ALIASES = {"model": "guidance.model"}
+ALIASES = {"model": "guidance.model", "lora": "guidance.loras"}
 """Plain names for common overrides."""
 
 MAX_PROMPT_CHARS = 1000
@@ -475,6 +478,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = loaded or {}
     for text in overrides:
         key, value = parse_override(text)
+        if key == "lora":  # repeatable: each lora=PATH[:WEIGHT] adds one
+            data.setdefault("guidance", {}).setdefault("loras", [])
+            value = [*data["guidance"]["loras"], value] if isinstance(value, str) else value
         _set_path(data, key, value)
     if prompt is not None:
         data["prompt"] = prompt
@@ -606,6 +612,10 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
     _check(g.grad_clip is None or 0 < g.grad_clip <= 1e6, "guidance.grad_clip", "must be in (0, 1e6] or null")
     _check_between(g.perp_neg_weight, "guidance.perp_neg_weight", 0, 100)
+    for entry in g.loras:
+        path, weight = split_lora(entry)
+        _check(Path(path).expanduser().is_file(), "guidance.loras", f"no such LoRA file: {path}")
+        _check(math.isfinite(weight) and -10 <= weight <= 10, "guidance.loras", f"weight of {path} must be in [-10, 10]")
     _check(not g.perp_neg or g.view_dependent_prompts, "guidance.perp_neg",
            "needs guidance.view_dependent_prompts=true (its negatives are the other views' prompts)")
     c = cfg.camera
@@ -694,6 +704,17 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check_between(e.video_resolution, "export.video_resolution", 16, 4096)
     _check_between(e.preview_resolution, "export.preview_resolution", 16, 4096)
     _check_between(e.chunk_size, "export.chunk_size", 1024, 2**24)
+
+
+def split_lora(entry: str) -> tuple[str, float]:
+    """"PATH:WEIGHT" -> (PATH, WEIGHT); a plain PATH has weight 1 (a ':' not followed by a number is the path's)."""
+    path, sep, weight = entry.rpartition(":")
+    if sep:
+        try:
+            return path, float(weight)
+        except ValueError:
+            pass
+    return entry, 1.0
 
 
 def _is_utf8(text: str) -> bool:

@@ -130,10 +130,49 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
     check_prediction_type(parts["scheduler"], cfg.model)
+    if cfg.loras:
+        apply_loras(parts["unet"], cfg.loras)
     for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
         if name in parts:
             parts[name].to(device)
     return parts, source
+
+
+def apply_loras(unet, loras: tuple[str, ...]) -> None:
+    """Load each "PATH[:WEIGHT]" LoRA into the UNet with diffusers' own loader (peft backend) and set the weights.
+    Only the UNet's layers are applied: a LoRA's text-encoder layers are left out (logged)."""
+    import importlib.util
+
+    from sds.config import split_lora
+
+    if importlib.util.find_spec("peft") is None:
+        raise ModelLoadError("LoRA needs peft: pip install peft (or pip install 'sds[lora]')")
+    names, weights = [], []
+    for i, entry in enumerate(loras):
+        path, weight = split_lora(entry)
+        _log_text_encoder_layers(path)
+        try:
+            unet.load_lora_adapter(str(Path(path).expanduser()), adapter_name=f"lora{i}", prefix="unet")
+        except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as e:  # a user's file
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"could not apply LoRA {path} to this model's UNet: {first}") from None
+        names.append(f"lora{i}")
+        weights.append(weight)
+    unet.set_adapters(names, weights=weights)
+    log.info("LoRA: %s", ", ".join(f"{Path(split_lora(e)[0]).name} x {w:g}" for e, w in zip(loras, weights)))
+
+
+def _log_text_encoder_layers(path: str) -> None:
+    if not path.endswith(".safetensors"):
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(path).expanduser()), framework="pt") as f:
+            if any(k.startswith(("text_encoder", "lora_te")) for k in f.keys()):
+                log.warning("LoRA %s also holds text-encoder layers; only its UNet layers are applied", path)
+    except (OSError, ValueError, RuntimeError):
+        pass  # the loader says what is wrong with the file
 
 
 def model_family(parts: dict) -> str:
