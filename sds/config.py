@@ -55,6 +55,9 @@ class GuidanceConfig:
     """"builtin" (the shipped prior), a hub id, a local diffusers folder, or a Stable Diffusion .safetensors file."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `model` is a hub id."""
+    model_config: str | None = None
+    """For a single-file checkpoint (`model=...safetensors`): a local diffusers folder of the same family whose
+    component configs describe it (diffusers otherwise fetches them from the hub, which an offline machine cannot)."""
     loras: tuple[str, ...] = ()
     """LoRA files applied to the UNet through diffusers' loader (needs peft), each "PATH" or "PATH:WEIGHT"
     (weight 1 by default); `lora=PATH` on the command line adds one."""
@@ -612,6 +615,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
     _check(g.grad_clip is None or 0 < g.grad_clip <= 1e6, "guidance.grad_clip", "must be in (0, 1e6] or null")
     _check_between(g.perp_neg_weight, "guidance.perp_neg_weight", 0, 100)
+    _check(g.model_config is None or (Path(g.model_config).expanduser() / "model_index.json").is_file(),
+           "guidance.model_config", f"{g.model_config} is not a diffusers folder (no model_index.json)")
     for entry in g.loras:
         path, weight = split_lora(entry)
         _check(Path(path).expanduser().is_file(), "guidance.loras", f"no such LoRA file: {path}")

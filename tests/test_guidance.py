@@ -272,3 +272,20 @@ def test_lora_without_peft_says_how_to_get_it(tiny_pixel_model, tiny_lora, monke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
     with pytest.raises(ModelLoadError, match="pip install peft"):
         load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(tiny_lora),)), "a", torch.device("cpu"))
+
+
+def test_a_single_file_checkpoint_offline_says_to_pass_model_config(tmp_path, tiny_latent_model):
+    """No weights of a real single-file checkpoint here: what is tested is the one-line failure and its advice."""
+    from safetensors.torch import save_file
+
+    from sds.config import ConfigError, load_config
+
+    path = tmp_path / "model.safetensors"
+    save_file({"not.a.stable.diffusion.key": torch.zeros(1)}, path)
+    with pytest.raises(ModelLoadError, match="pass model_config="):
+        load_guidance(GuidanceConfig(model=str(path)), "a red cube", torch.device("cpu"))
+    with pytest.raises(ModelLoadError, match="single-file checkpoint") as e:
+        load_guidance(GuidanceConfig(model=str(path), model_config=str(tiny_latent_model)), "a", torch.device("cpu"))
+    assert "\n" not in str(e.value) and "pass model_config" not in str(e.value)
+    with pytest.raises(ConfigError, match="not a diffusers folder"):
+        load_config(None, [f"model={path}", f"guidance.model_config={tmp_path}"], prompt="a red cube")

@@ -72,12 +72,32 @@ def _check_model_index(path: Path) -> None:
                              "entry); the model folder is damaged")
 
 
-def _components_from_single_file(source: ModelSource, dtype: torch.dtype) -> dict:
-    from diffusers import StableDiffusionPipeline
+def _components_from_single_file(source: ModelSource, dtype: torch.dtype, model_config: str | None) -> dict:
+    """A single .safetensors/.ckpt through diffusers' from_single_file. Offline, its component configs come from
+    model_config (a local diffusers folder of the same family; SDXL when that folder is an SDXL pipeline)."""
+    import json
 
-    pipe = StableDiffusionPipeline.from_single_file(source.location, torch_dtype=dtype)
-    return {"unet": pipe.unet, "vae": pipe.vae, "scheduler": pipe.scheduler, "tokenizer": pipe.tokenizer,
-            "text_encoder": pipe.text_encoder}
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    pipeline_cls = StableDiffusionPipeline
+    kw: dict = {"torch_dtype": dtype}
+    if model_config is not None:
+        folder = Path(model_config).expanduser()
+        if "XL" in json.loads((folder / "model_index.json").read_text()).get("_class_name", ""):
+            pipeline_cls = StableDiffusionXLPipeline
+        kw |= {"config": str(folder), "local_files_only": True}
+    try:
+        pipe = pipeline_cls.from_single_file(source.location, **kw)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SingleFileComponentError) as e:  # a user's file
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        hint = ("" if model_config else "; offline, pass model_config=/path/to/diffusers_folder of the same "
+                "family (its configs describe the checkpoint)")
+        raise ModelLoadError(f"could not load the single-file checkpoint {source.location}: {first}{hint}") from None
+    parts = {name: getattr(pipe, name) for name in ("unet", "vae", "scheduler", "tokenizer", "text_encoder")}
+    if pipeline_cls is StableDiffusionXLPipeline:
+        parts |= {"tokenizer_2": pipe.tokenizer_2, "text_encoder_2": pipe.text_encoder_2}
+    return parts
 
 
 def _components_from_pretrained(source: ModelSource, revision: str | None, dtype: torch.dtype) -> dict:
@@ -122,7 +142,7 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
     dtype = torch.float16 if cfg.half_precision and device.type == "cuda" else torch.float32
     try:
         if source.is_single_file:
-            parts = _components_from_single_file(source, dtype)
+            parts = _components_from_single_file(source, dtype, cfg.model_config)
         else:
             parts = _components_from_pretrained(source, cfg.revision, dtype)
     except (OSError, ValueError) as e:
