@@ -25,10 +25,11 @@ BYTES_PER_SAMPLE = 1280
 """Estimate only: bytes the renderer and its autograd graph keep per ray sample (density, albedo, weights, normals
 from 6 extra queries, their gradients), calibrated so that the built-in prior's default step comes to the 578 MiB
 peak that benchmarks/step_time.py measured on CPU (docs/benchmarks.md)."""
-ACTIVATION_FACTOR = 3.0
-"""Estimate only: peak memory of an SDS step ~ weights x this factor (the UNet's activations for a [2B] batch, the
-VAE's encoder backward, the renderer's samples), from the peers' reports of SD 2.1 at 512 px (about 8-10 GB in
-fp16 for about 2.6 GB of weights). Marked as an estimate wherever it is printed."""
+ACTIVATION_FACTOR = 1.5
+"""Estimate only: peak memory of an SDS step ~ weights x this factor (the weights, the UNet's activations for a
+[2B] batch, the VAE encoder's backward). Calibrated on benchmarks/real_size.py: a full-size SD 2.1-base step at
+512 px peaked at 7.55 GiB resident for 4.84 GiB of float32 weights on this CPU machine (docs/benchmarks.md);
+not yet measured on a GPU. Marked as an estimate wherever it is printed."""
 
 
 @dataclass(frozen=True)
