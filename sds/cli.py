@@ -73,13 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_overrides(p)
 
-    p = sub.add_parser("export", help="re-export the mesh of a run")
+    p = sub.add_parser("export", help="re-export the mesh of a run (export.* key=value overrides, or the flags)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--format", default=None, help="comma-separated: glb,obj,ply")
-    p.add_argument("--resolution", type=int, default=None, help="marching-cubes grid resolution")
-    p.add_argument("--threshold", type=float, default=None, help="density iso-level (default: automatic)")
-    p.add_argument("--faces", type=int, default=None, help="decimate to at most this many faces (0: keep all)")
-    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--format", default=None, help="comma-separated: glb,obj,ply (export.formats)")
+    p.add_argument("--resolution", type=int, default=None, help="marching-cubes grid resolution (export.resolution)")
+    p.add_argument("--threshold", type=float, default=None, help="density iso-level (export.threshold; default: "
+                                                                 "automatic)")
+    p.add_argument("--faces", type=int, default=None, help="decimate to at most this many faces (export.max_faces; "
+                                                           "0: keep all)")
+    p.add_argument("--no-video", action="store_true", help="export.video=false")
+    _add_overrides(p)
 
     p = sub.add_parser("view", help="write and open a self-contained HTML viewer of a run's model.glb")
     p.add_argument("run_dir", type=Path)
@@ -194,6 +197,16 @@ def check_sample_args(args) -> None:
         check(args.out.suffix.lower() in (".png", ".jpg", ".jpeg"), "--out", f"must end in .png or .jpg, got {args.out}")
 
 
+def export_flag_overrides(args) -> list[str]:
+    """`sds export`'s flags as the export.* overrides they stand for (key=value given after them win)."""
+    out = [] if args.format is None else [f"export.formats=[{args.format}]"]  # comma-separated: a YAML list
+    for flag, key in (("resolution", "export.resolution"), ("threshold", "export.threshold"),
+                      ("faces", "export.max_faces")):
+        if getattr(args, flag) is not None:
+            out.append(f"{key}={getattr(args, flag)}")
+    return out + (["export.video=false"] if args.no_video else [])
+
+
 def check_train_prior_args(args) -> None:
     """`sds train-prior`'s arguments, checked before the data set is rendered (ConfigError names the flag)."""
     import math
@@ -236,7 +249,7 @@ def _dispatch(args) -> int:
     if args.command == "resume":
         return commands.resume(args.run_dir, args.overrides, show_progress=not args.no_progress)
     if args.command == "export":
-        return commands.export(args.run_dir, args.format, args.resolution, args.threshold, args.faces, args.no_video)
+        return commands.export(args.run_dir, [*export_flag_overrides(args), *args.overrides])
     if args.command == "view":
         return commands.view(args.run_dir, open_browser=not args.no_open)
     if args.command == "sample":

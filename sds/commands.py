@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sds.config import ConfigError, RunConfig, from_dict, load_config
+from sds.config import ConfigError, RunConfig, from_dict
 from sds.errors import RunError
 from sds.run import peak_memory_mb
 
@@ -216,20 +216,12 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
 
     config.yaml is rewritten only once the model and the checkpoint have loaded: a resume that fails leaves the
     run folder as it was."""
-    from dataclasses import replace
-
-    from sds.config import to_yaml
+    from sds.config import to_yaml, with_overrides
     from sds.run import write_atomic
 
     run, cfg = _open_run(run_dir)
     if overrides:
-        allowed = {"steps", "preview_every", "checkpoint_every", "device"}
-        keys = {o.split("=", 1)[0] for o in overrides}
-        if not keys <= allowed:
-            raise RunError(f"resume accepts only {', '.join(sorted(allowed))} (changing other settings mid-run "
-                           f"would not continue the same run); got {', '.join(sorted(keys - allowed))}")
-        new = load_config(None, overrides, require_prompt=False)
-        cfg = replace(cfg, **{k: getattr(new, k) for k in keys})
+        cfg = with_overrides(cfg, overrides, allowed=("steps", "preview_every", "checkpoint_every", "device"))
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     _load_trainer_state(run, trainer)
     if trainer.step > cfg.steps:
@@ -243,26 +235,12 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
     return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
-def export(run_dir: Path, formats: str | None, resolution: int | None, threshold: float | None,
-           faces: int | None, no_video: bool) -> int:
-    from dataclasses import replace
-
-    from sds.config import validate
+def export(run_dir: Path, overrides: list[str]) -> int:
+    """Re-export a run's mesh; overrides are export.* settings (and device)."""
+    from sds.config import with_overrides
 
     run, cfg = _open_run(run_dir)
-    e = cfg.export
-    if formats:
-        e = replace(e, formats=tuple(f.strip() for f in formats.split(",") if f.strip()))
-    if resolution is not None:
-        e = replace(e, resolution=resolution)
-    if threshold is not None:
-        e = replace(e, threshold=threshold)
-    if faces is not None:
-        e = replace(e, max_faces=faces)
-    if no_video:
-        e = replace(e, video=False)
-    cfg = replace(cfg, export=e)
-    validate(cfg, require_prompt=False)
+    cfg = with_overrides(cfg, overrides, allowed=("export", "device"))
     from sds.build import pick_device
     from sds.train import make_trainer
 

@@ -499,6 +499,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+def with_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...], allowed: tuple[str, ...]) -> RunConfig:
+    """cfg with `key=value` overrides applied (the same parsing as load_config), each key one of `allowed` or
+    under an allowed section ("export" allows "export.resolution"); validated. Used by resume and export."""
+    data = to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        dotted = ALIASES.get(key, key)
+        if not any(dotted == a or dotted.startswith(a + ".") for a in allowed):
+            raise ConfigError(f"{key}: not changeable here (only {', '.join(allowed)}: changing other settings would "
+                              "not continue the same run)")
+        _set_path(data, dotted, value)
+    return from_dict(data)
+
+
 def _merged(base: dict, top: dict) -> dict:
     """base with top's keys laid over it, section by section."""
     out = dict(base)

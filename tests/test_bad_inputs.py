@@ -296,3 +296,25 @@ def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp
 def test_sample_from_an_sdxl_model_is_refused_in_one_line(cli, tmp_path, tiny_sdxl_model):
     _assert_one_line(*cli("sample", "a red cube", "--model", tiny_sdxl_model, "--out", tmp_path / "s.png"),
                      "does not draw from SDXL", expected_code=1)
+
+
+def test_export_takes_export_overrides_and_refuses_others(cli, run_copy):
+    import json as _json
+
+    code, err = cli("export", run_copy, "export.formats=[ply]", "export.resolution=24", "--no-video")
+    assert code == 0, err
+    assert set(_json.loads((run_copy / "run.json").read_text())["export"]["files"]) == {"ply", "preview"}
+    before = _snapshot(run_copy)
+    _assert_one_line(*cli("export", run_copy, "steps=5"), "steps: not changeable here", expected_code=2)
+    _assert_one_line(*cli("export", run_copy, "export.resolution=4"), "export.resolution", expected_code=2)
+    _assert_one_line(*cli("resume", run_copy, "seed=3"), "seed: not changeable here", expected_code=2)
+    assert _snapshot(run_copy) == before
+
+
+def test_export_flags_are_the_overrides_they_stand_for():
+    from sds.cli import build_parser, export_flag_overrides
+
+    args = build_parser().parse_args(["export", "RUN", "--format", "glb,obj", "--resolution", "96", "--faces", "0",
+                                      "--no-video"])
+    assert export_flag_overrides(args) == ["export.formats=[glb,obj]", "export.resolution=96", "export.max_faces=0",
+                                           "export.video=false"]
