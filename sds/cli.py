@@ -8,6 +8,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from sds.config import ConfigError, load_config, requested_model, requested_recipe, to_yaml
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     from sds.interrupts import STOP
 
     STOP.clear()
-    previous = {s: signal.signal(s, _raise_keyboard_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can Python set handlers
+    previous = ({s: signal.signal(s, _raise_keyboard_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+                if in_main_thread else {})
     try:
         return _dispatch(args)
     except ConfigError as e:

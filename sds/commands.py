@@ -222,11 +222,15 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
     run, cfg = _open_run(run_dir)
     if overrides:
         cfg = with_overrides(cfg, overrides, allowed=("steps", "preview_every", "checkpoint_every", "device"))
+    from sds.train import read_checkpoint
+
+    if not run.checkpoint.is_file():  # the cheap checks first: loading a model can take minutes
+        raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+    done = read_checkpoint(run.checkpoint)["step"]
+    if done > cfg.steps:
+        raise RunError(f"the run is at step {done}, past steps={cfg.steps}; resume with steps >= {done}")
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
     _load_trainer_state(run, trainer)
-    if trainer.step > cfg.steps:
-        raise RunError(f"the run is at step {trainer.step}, past steps={cfg.steps}; resume with steps >= "
-                       f"{trainer.step}")
     if overrides:
         write_atomic(run.path / "config.yaml", to_yaml(cfg))
     _record_setup(run, guidance, trainer, warnings, load_seconds)

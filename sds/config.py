@@ -481,9 +481,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = loaded or {}
     for text in overrides:
         key, value = parse_override(text)
-        if key == "lora":  # repeatable: each lora=PATH[:WEIGHT] adds one
-            data.setdefault("guidance", {}).setdefault("loras", [])
-            value = [*data["guidance"]["loras"], value] if isinstance(value, str) else value
+        if key == "lora" and isinstance(value, str):  # repeatable: each lora=PATH[:WEIGHT] adds one
+            section = data.get("guidance", {})
+            earlier = section.get("loras") if isinstance(section, dict) else None
+            value = [*(earlier if isinstance(earlier, list) else []), value]
         _set_path(data, key, value)
     if prompt is not None:
         data["prompt"] = prompt
@@ -496,7 +497,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     _field_specific_defaults_off(data)
     cfg = _build(RunConfig, data)
     validate(cfg, require_prompt=require_prompt)
-    return cfg
+    return _with_absolute_model_files(cfg)
+
+
+def _with_absolute_model_files(cfg: RunConfig) -> RunConfig:
+    """LoRA files and model_config must exist when a run starts; they are saved as absolute paths, so a run folder
+    reopened from elsewhere finds them (and export, which needs neither, never checks them)."""
+    g = cfg.guidance
+    loras = []
+    for entry in g.loras:
+        path, weight = split_lora(entry)
+        full = Path(path).expanduser().resolve()
+        _check(full.is_file(), "guidance.loras", f"no such LoRA file: {path}")
+        loras.append(f"{full}:{weight:g}")
+    model_config = g.model_config
+    if model_config is not None:
+        full = Path(model_config).expanduser().resolve()
+        _check((full / "model_index.json").is_file(), "guidance.model_config",
+               f"{model_config} is not a diffusers folder (no model_index.json)")
+        model_config = str(full)
+    return dataclasses.replace(cfg, guidance=dataclasses.replace(g, loras=tuple(loras), model_config=model_config))
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...], allowed: tuple[str, ...]) -> RunConfig:
@@ -517,7 +537,10 @@ def _merged(base: dict, top: dict) -> dict:
     """base with top's keys laid over it, section by section."""
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        below = out.get(key)
+        if isinstance(value, dict) and isinstance(below, (int, float)) and not isinstance(below, bool):
+            below = {"start": below, "end": below}  # a constant ramp, so part of it can be overridden
+        out[key] = _merged(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
     return out
 
 
@@ -629,11 +652,8 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
     _check(0 <= g.anneal_fraction <= 1, "guidance.anneal_fraction", "must be in [0, 1]")
     _check(g.grad_clip is None or 0 < g.grad_clip <= 1e6, "guidance.grad_clip", "must be in (0, 1e6] or null")
     _check_between(g.perp_neg_weight, "guidance.perp_neg_weight", 0, 100)
-    _check(g.model_config is None or (Path(g.model_config).expanduser() / "model_index.json").is_file(),
-           "guidance.model_config", f"{g.model_config} is not a diffusers folder (no model_index.json)")
     for entry in g.loras:
         path, weight = split_lora(entry)
-        _check(Path(path).expanduser().is_file(), "guidance.loras", f"no such LoRA file: {path}")
         _check(math.isfinite(weight) and -10 <= weight <= 10, "guidance.loras", f"weight of {path} must be in [-10, 10]")
     _check(not g.perp_neg or g.view_dependent_prompts, "guidance.perp_neg",
            "needs guidance.view_dependent_prompts=true (its negatives are the other views' prompts)")

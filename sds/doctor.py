@@ -109,8 +109,33 @@ def model_checks(cfg: RunConfig, recipe: str, reason: str) -> tuple[list[Check],
     kind = _prediction_type(source_dir)
     checks.insert(1, Check("prediction", kind in PREDICTION_TYPES,
                            f"{kind}" + ("" if kind in PREDICTION_TYPES else f": unsupported ({', '.join(PREDICTION_TYPES)})")))
-    weights = sum(p.stat().st_size for p in source_dir.rglob("*") if p.suffix in (".safetensors", ".bin"))
-    return checks, weights
+    return checks, loaded_weight_bytes(source_dir, index)
+
+
+def loaded_weight_bytes(folder: Path, index: dict) -> int:
+    """Bytes of the weight files diffusers would load: per component folder of model_index.json, the safetensors
+    files (else the .bin ones), leaving out variants such as *.fp16.* and anything outside the components."""
+    total = 0
+    for name, entry in index.items():
+        component = folder / name
+        if not isinstance(entry, list) or not component.is_dir():
+            continue
+        files = [p for p in component.iterdir() if p.suffix in (".safetensors", ".bin") and p.name.count(".") == 1
+                 or p.name.startswith(("diffusion_pytorch_model-", "model-"))]
+        chosen = [p for p in files if p.suffix == ".safetensors"] or [p for p in files if p.suffix == ".bin"]
+        total += sum(p.stat().st_size for p in chosen)
+    return total
+
+
+def available_ram_bytes() -> int:
+    """MemAvailable (free plus reclaimable cache) where /proc/meminfo has it, else free pages."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _prediction_type(folder: Path) -> str:
@@ -144,8 +169,8 @@ def memory_check(cfg: RunConfig, device: str, weight_bytes: int) -> Check:
         available = torch.cuda.mem_get_info()[0] / GIB
         where = "free GPU memory"
     else:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
-        where = "free RAM"
+        available = available_ram_bytes() / GIB
+        where = "available RAM"
     detail = (f"estimated peak ~{estimate:.1f} GiB (an estimate, not a measurement: weights {weights / GIB:.2f} GiB "
               f"x {ACTIVATION_FACTOR:g}, renderer {render_bytes / GIB:.2f} GiB at {r.resolution} px"
               f"{f', runtime {RUNTIME_GIB} GiB' if device == 'cpu' else ''}); {available:.1f} GiB {where}")

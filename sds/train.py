@@ -46,9 +46,11 @@ class Trainer:
         return next(self.field.parameters()).device
 
     def state_dict(self) -> dict:
-        return {"field": self.field.state_dict(), "background": self.background.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "step": self.step}
+        state = {"field": self.field.state_dict(), "background": self.background.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                 "step": self.step}
+        renderer = self.renderer.state_dict()  # the nerfacc occupancy grid on CUDA; nothing on the torch path
+        return {**state, "renderer": renderer} if renderer else state
 
     def load_state_dict(self, state: dict) -> None:
         self.field.load_state_dict(state["field"])
@@ -56,6 +58,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = state["step"]
+        self.renderer.load_state_dict(state.get("renderer", {}))  # after the field: an empty grid is filled from it
 
 
 def make_trainer(cfg: RunConfig, device: torch.device) -> Trainer:

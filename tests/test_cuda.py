@@ -77,3 +77,23 @@ def test_nerfacc_sampling_is_seeded_by_the_run_generator():
             return estimator.sampling(origins, dirs, render_step_size=0.05, stratified=True)[1]
 
     assert len(field.grid) and torch.equal(samples(1), samples(1)) and not torch.equal(samples(1), samples(2))
+
+
+def test_the_occupancy_grid_is_checkpointed_and_filled_for_a_fresh_renderer(tiny_pixel_model, tmp_path):
+    """sds export / resume build a new renderer: its occupancy grid must come from the checkpoint (or be filled
+    from the field), not start empty, which would render nothing."""
+    from sds.guidance.load import load_guidance
+    from sds.run import Run
+    from sds.train import load_checkpoint, make_trainer, train
+
+    cfg = load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path}", "steps=20", "device=cuda",
+                             "render.resolution=16", "camera.batch_size=2", "checkpoint_every=10"], prompt="a red cube")
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cuda"))
+    trainer, run = make_trainer(cfg, torch.device("cuda")), Run.create(cfg)
+    assert train(trainer, guidance, run, show_progress=False) == "ok"
+    reopened = make_trainer(cfg, torch.device("cuda"))
+    assert not reopened.renderer.estimator.binaries.any()  # a new grid is empty
+    load_checkpoint(reopened, run)
+    assert torch.equal(reopened.renderer.estimator.binaries, trainer.renderer.estimator.binaries)
+    reopened.renderer.load_state_dict({})  # an older checkpoint without the grid: filled from the field
+    assert reopened.renderer.estimator.binaries.any()

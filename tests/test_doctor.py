@@ -71,3 +71,20 @@ def test_an_output_dir_that_is_a_file_fails(capsys, tmp_path):
 def test_an_sdxl_folder_is_named_as_such(capsys, tmp_path, tiny_sdxl_model):
     code, lines, _ = _doctor(capsys, f"model={tiny_sdxl_model}", f"output_dir={tmp_path}", "device=cpu")
     assert code == 0 and "SDXL" in lines["model"]
+
+
+def test_only_the_weights_diffusers_would_load_are_counted(tmp_path):
+    from sds.doctor import loaded_weight_bytes
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    (unet / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 100)
+    (unet / "diffusion_pytorch_model.bin").write_bytes(b"x" * 1000)  # the same weights twice: one is loaded
+    (unet / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"x" * 50)  # a variant
+    (tmp_path / "v1-5-pruned.safetensors").write_bytes(b"x" * 5000)  # a single-file copy beside the folder
+    encoder = tmp_path / "text_encoder"
+    encoder.mkdir()
+    (encoder / "pytorch_model.bin").write_bytes(b"x" * 30)
+    index = {"_class_name": "X", "unet": ["diffusers", "UNet2DConditionModel"],
+             "text_encoder": ["transformers", "CLIPTextModel"]}
+    assert loaded_weight_bytes(tmp_path, index) == 130

@@ -253,7 +253,7 @@ def test_lora_from_the_command_line_and_its_errors(tiny_pixel_model, tiny_lora, 
     from sds.config import ConfigError, load_config, split_lora
 
     cfg = load_config(None, [f"lora={tiny_lora}:0.5", f"lora={tiny_lora}"], prompt="a red cube")
-    assert cfg.guidance.loras == (f"{tiny_lora}:0.5", str(tiny_lora))  # repeatable
+    assert cfg.guidance.loras == (f"{tiny_lora}:0.5", f"{tiny_lora}:1")  # repeatable; saved absolute
     assert split_lora(f"{tiny_lora}:0.5") == (str(tiny_lora), 0.5) and split_lora("a:b.safetensors") == ("a:b.safetensors", 1.0)
     with pytest.raises(ConfigError, match="no such LoRA file"):
         load_config(None, [f"lora={tmp_path / 'missing.safetensors'}"], prompt="a red cube")
@@ -289,3 +289,13 @@ def test_a_single_file_checkpoint_offline_says_to_pass_model_config(tmp_path, ti
     assert "\n" not in str(e.value) and "pass model_config" not in str(e.value)
     with pytest.raises(ConfigError, match="not a diffusers folder"):
         load_config(None, [f"model={path}", f"guidance.model_config={tmp_path}"], prompt="a red cube")
+
+
+def test_a_lora_with_no_layers_for_this_unet_is_an_error_not_a_run_without_it(tiny_pixel_model, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "text_only.safetensors"
+    save_file({"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 16),
+               "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(16, 2)}, path)
+    with pytest.raises(ModelLoadError, match="no layers for this model's UNet"):
+        load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(path),)), "a", torch.device("cpu"))

@@ -70,7 +70,8 @@ def test_a_users_recipe_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("description: fewer steps\nfor: me\nconfig:\n  steps: 90\n  guidance:\n    guidance_scale: 30\n")
     cfg = load_config(None, [], prompt="a", recipe=str(path))
-    assert cfg.recipe == "mine" and cfg.steps == 90 and cfg.guidance.guidance_scale.end == 30
+    assert cfg.recipe == str(path.resolve()) and cfg.steps == 90 and cfg.guidance.guidance_scale.end == 30
+    assert load_config(None, [f"recipe={cfg.recipe}"], prompt="a", recipe=cfg.recipe) == cfg  # found again
 
 
 @pytest.mark.parametrize("text,words", [

@@ -94,6 +94,9 @@ def _components_from_single_file(source: ModelSource, dtype: torch.dtype, model_
         hint = ("" if model_config else "; offline, pass model_config=/path/to/diffusers_folder of the same "
                 "family (its configs describe the checkpoint)")
         raise ModelLoadError(f"could not load the single-file checkpoint {source.location}: {first}{hint}") from None
+    if pipeline_cls is StableDiffusionPipeline and pipe.unet.config.addition_embed_type == "text_time":
+        raise ModelLoadError(f"{source.location} is an SDXL checkpoint; pass model_config=/path/to/sdxl_diffusers_folder "
+                             "so that it loads as one")
     parts = {name: getattr(pipe, name) for name in ("unet", "vae", "scheduler", "tokenizer", "text_encoder")}
     if pipeline_cls is StableDiffusionXLPipeline:
         parts |= {"tokenizer_2": pipe.tokenizer_2, "text_encoder_2": pipe.text_encoder_2}
@@ -151,31 +154,40 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
     check_prediction_type(parts["scheduler"], cfg.model)
     if cfg.loras:
-        apply_loras(parts["unet"], cfg.loras)
+        apply_loras(parts["unet"], cfg.loras, sdxl="text_encoder_2" in parts)
     for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
         if name in parts:
             parts[name].to(device)
     return parts, source
 
 
-def apply_loras(unet, loras: tuple[str, ...]) -> None:
+def apply_loras(unet, loras: tuple[str, ...], sdxl: bool = False) -> None:
     """Load each "PATH[:WEIGHT]" LoRA into the UNet with diffusers' own loader (peft backend) and set the weights.
-    Only the UNet's layers are applied: a LoRA's text-encoder layers are left out (logged)."""
+    The file is read by the pipeline's ``lora_state_dict``, which also converts the kohya / A1111 layouts most
+    downloaded LoRAs use. Only the UNet's layers are applied (text-encoder layers are logged as left out), and a
+    file that has none for this UNet is an error, never a run without the LoRA."""
     import importlib.util
 
     from sds.config import split_lora
 
     if importlib.util.find_spec("peft") is None:
         raise ModelLoadError("LoRA needs peft: pip install peft (or pip install 'sds[lora]')")
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    reader = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
     names, weights = [], []
     for i, entry in enumerate(loras):
         path, weight = split_lora(entry)
         _log_text_encoder_layers(path)
         try:
-            unet.load_lora_adapter(str(Path(path).expanduser()), adapter_name=f"lora{i}", prefix="unet")
+            state, alphas = reader.lora_state_dict(str(Path(path).expanduser()))
+            unet.load_lora_adapter(state, network_alphas=alphas, adapter_name=f"lora{i}", prefix="unet")
         except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as e:  # a user's file
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"could not apply LoRA {path} to this model's UNet: {first}") from None
+        if f"lora{i}" not in (getattr(unet, "peft_config", None) or {}):
+            raise ModelLoadError(f"LoRA {path} holds no layers for this model's UNet (a LoRA for another model "
+                                 "family, or for its text encoder only)")
         names.append(f"lora{i}")
         weights.append(weight)
     unet.set_adapters(names, weights=weights)

@@ -56,7 +56,9 @@ def load_recipe(name_or_path: str) -> Recipe:
     if unknown:
         raise RecipeError(f"recipe: {path} has unknown entries {sorted(unknown)}; a recipe holds description, "
                           "for and config")
-    return Recipe(path.stem, str(data.get("description", "")), str(data.get("for", "")), data.get("config") or {})
+    # A shipped recipe is recorded by name; a user's file by its absolute path, so a saved config finds it again.
+    name = str(path.resolve()) if looks_like_path else path.stem
+    return Recipe(name, str(data.get("description", "")), str(data.get("for", "")), data.get("config") or {})
 
 
 def choose_recipe(model: str, requested: str | None) -> tuple[str, str]:

@@ -51,6 +51,14 @@ def update_estimator(estimator, field, step: int, samples_per_ray: int,
                                        occ_thre=0.01, n=16)
 
 
+def refresh_estimator(estimator, field, samples_per_ray: int) -> None:
+    """Mark every cell of the occupancy grid from the field's current density (after weights were loaded into a
+    new renderer: its grid starts empty, and the periodic update refreshes only some cells after warm-up)."""
+    step_size = _step_size(field, samples_per_ray)
+    estimator.update_every_n_steps(step=0, occ_eval_fn=lambda x: field.density(x) * step_size, occ_thre=0.01,
+                                   ema_decay=0.0, warmup_steps=1, n=1)
+
+
 def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
                         ambient: float, perturb: bool, min_shading_weight: float,
                         normal_gradient_scale: float = 1.0, color_depth_gradient_scale: float = 1.0,

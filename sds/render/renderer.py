@@ -87,6 +87,21 @@ class VolumeRenderer:
         log.info("renderer: nerfacc occupancy-grid sampling on CUDA")
         return "nerfacc"
 
+    def state_dict(self) -> dict:
+        """The occupancy grid (nerfacc path), so a resumed run renders from the same one; {} on the torch path."""
+        return {} if self.estimator is None else {"estimator": self.estimator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the occupancy grid; without a saved one (an older checkpoint), fill it from the field."""
+        if self.estimator is None:
+            return
+        if "estimator" in state:
+            self.estimator.load_state_dict(state["estimator"])
+        else:
+            from sds.render.nerfacc_path import refresh_estimator
+
+            refresh_estimator(self.estimator, self.field, self.samples_per_ray)
+
     def update(self, step: int, generator: torch.Generator | None = None) -> None:
         """Refresh the occupancy grid (nerfacc path only), at the renderer's samples per ray, its random cells
         drawn from `generator` (the run's, so CUDA runs are seeded)."""
