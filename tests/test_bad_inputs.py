@@ -318,3 +318,14 @@ def test_export_flags_are_the_overrides_they_stand_for():
                                       "--no-video"])
     assert export_flag_overrides(args) == ["export.formats=[glb,obj]", "export.resolution=96", "export.max_faces=0",
                                            "export.video=false"]
+
+
+def test_main_works_outside_the_main_thread(capsys):
+    """A batch worker may call the CLI from a thread, where Python cannot install signal handlers."""
+    import threading
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["recipes"])))
+    worker.start()
+    worker.join(timeout=60)
+    assert codes == [0] and "builtin" in capsys.readouterr().out

@@ -282,3 +282,28 @@ def test_every_numeric_key_has_a_range(key, default):
 def test_ramp_steps_have_a_range(key):
     with pytest.raises(ConfigError, match="end_step"):
         load_config(None, [f"{key}={{start: 1, end: 1, start_step: 0, end_step: {10**12}}}"], prompt="a red cube")
+
+
+def test_lora_paths_are_saved_absolute_and_not_needed_to_reopen_a_config(tmp_path, monkeypatch):
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["lora=style.safetensors:0.7"], prompt="a red cube")
+    assert cfg.guidance.loras == (f"{lora}:0.7",)
+    lora.unlink()  # moved away: a saved config still reopens (export does not need the LoRA) ...
+    assert from_dict(yaml.safe_load(to_yaml(cfg))) == cfg
+    with pytest.raises(ConfigError, match="no such LoRA file"):  # ... but a new run needs it
+        load_config(None, ["lora=style.safetensors"], prompt="a red cube")
+
+
+def test_lora_override_with_a_guidance_section_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("guidance:\n")
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="guidance"):
+        load_config(path, [f"lora={tmp_path / 'a.safetensors'}", "guidance=3"], prompt="a red cube")
+
+
+def test_part_of_a_ramp_overrides_a_recipes_constant():
+    cfg = load_config(None, ["guidance.guidance_scale.end=50"], prompt="a red cube", recipe="dreamfusion")
+    assert cfg.guidance.guidance_scale == Ramp(100.0, 50.0)
