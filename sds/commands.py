@@ -109,7 +109,7 @@ def _record_setup(run, guidance, trainer, warnings: list[str], load_seconds: flo
     run.add_timing("load_model", load_seconds)
     run.info.device = str(trainer.field_device)
     run.info.renderer_path = trainer.renderer.path
-    run.info.model_kind = "latent" if hasattr(guidance, "vae") else "pixel"
+    run.info.model_kind = guidance.family
     run.info.prediction_type = guidance.prediction_type
     run.info.warnings = warnings
 

@@ -32,6 +32,11 @@ ACTIVATION_FACTOR = 1.5
 not yet measured on a GPU. Marked as an estimate wherever it is printed."""
 
 
+FAMILY_NAMES = {"sdxl": "latent SDXL (two text encoders, pooled embeddings)",
+                "latent": "latent (VAE: Stable Diffusion 1.x / 2.x)",
+                "pixel": "pixel space (built-in prior, DeepFloyd IF)"}
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -79,7 +84,7 @@ def nerfacc_check(device: str) -> Check:
 def model_checks(cfg: RunConfig, recipe: str, reason: str) -> tuple[list[Check], int]:
     """Whether the model resolves offline, its family and prediction type; returns the checks and the bytes of
     its weights on disk (0 when unknown)."""
-    from sds.guidance.load import ModelLoadError, resolve_model
+    from sds.guidance.load import ModelLoadError, model_family, resolve_model
     from sds.guidance.sds import PREDICTION_TYPES
 
     try:
@@ -99,12 +104,7 @@ def model_checks(cfg: RunConfig, recipe: str, reason: str) -> tuple[list[Check],
         checks.insert(0, Check("model", True, f"single file {source_dir} (family read when it loads)"))
         return checks, source_dir.stat().st_size
     index = json.loads((source_dir / "model_index.json").read_text())
-    if index.get("text_encoder_2"):
-        family = "latent SDXL (two text encoders, pooled embeddings)"
-    elif index.get("vae"):
-        family = "latent (VAE: Stable Diffusion 1.x / 2.x)"
-    else:
-        family = "pixel space (built-in prior, DeepFloyd IF)"
+    family = FAMILY_NAMES[model_family(index)]
     checks.insert(0, Check("model", True, f"{cfg.guidance.model} -> {source_dir}: {family}"))
     kind = _prediction_type(source_dir)
     checks.insert(1, Check("prediction", kind in PREDICTION_TYPES,

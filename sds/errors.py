@@ -31,5 +31,12 @@ def user_message(error: BaseException) -> str | None:
     return None
 
 
+def first_line(error: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name when empty: how a
+    third-party error is quoted inside one of our one-line messages."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split()) or "failed"

@@ -96,7 +96,7 @@ class RunInfo:
     recipe_reason: str = ""
     """Why that recipe: asked for, or chosen from the model."""
     model_kind: str = ""
-    """"latent" (a VAE: Stable Diffusion) or "pixel" (the built-in prior, DeepFloyd IF stage I)."""
+    """"pixel" (the built-in prior, DeepFloyd IF stage I), "latent" (a VAE: Stable Diffusion) or "sdxl"."""
     prediction_type: str = ""
     """What the model's UNet predicts (epsilon, v_prediction, sample); converted to epsilon for SDS."""
     status: str = "running"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sds.errors import RunError
+from sds.errors import RunError, first_line
 
 
 def read_state(path: Path, device: torch.device | str = "cpu", what: str = "checkpoint") -> dict:
@@ -23,15 +23,10 @@ def read_state(path: Path, device: torch.device | str = "cpu", what: str = "chec
         if "Weights only load failed" in str(e):
             reason = "it holds objects other than tensors and numbers (refused: loading it could run code)"
         else:
-            reason = f"corrupt ({_first_line(e)})"
+            reason = f"corrupt ({first_line(e)})"
         raise RunError(f"{path} is not a usable {what}: {reason}") from None
     except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, IndexError, KeyError) as e:
-        raise RunError(f"{path} is not a usable {what} (truncated or corrupt: {_first_line(e)})") from None
+        raise RunError(f"{path} is not a usable {what} (truncated or corrupt: {first_line(e)})") from None
     if not isinstance(state, dict):
         raise RunError(f"{path} is not a usable {what} (it holds a {type(state).__name__}, not a mapping)")
     return state
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

@@ -19,7 +19,7 @@ import torch
 
 from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
 from sds.config import RunConfig
-from sds.errors import RunError
+from sds.errors import RunError, first_line
 from sds.field.shading import sample_light_positions
 from sds.interrupts import STOP
 from sds.run import Run, write_atomic
@@ -100,9 +100,8 @@ def load_checkpoint(trainer: Trainer, run: Run) -> None:
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunError(f"{run.checkpoint} does not fit the run's config.yaml (was the config edited, or the "
-                       f"checkpoint copied from another run?): {first[:200]}") from None
+                       f"checkpoint copied from another run?): {first_line(e)}") from None
 
 
 def pick_shading(p: StepPlan, generator: torch.Generator) -> str:
@@ -268,6 +267,8 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
     started = time.perf_counter()
     status = "ok"
     at_boundary = True  # whether the trainer's state is that of a step boundary (safe to checkpoint)
+    # The step of the run's last checkpoint (a resumed trainer starts from it; None: none written yet).
+    saved = trainer.step if run.checkpoint.exists() else None
     try:
         with stop_at_step_boundary() as stop_requested:
             while trainer.step < end and not stop_requested.is_set():
@@ -281,15 +282,15 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                     save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
                 if trainer.step % cfg.checkpoint_every == 0:
                     save_progress(trainer, run, rows)
+                    saved = trainer.step
             if stop_requested.is_set():
                 status = "interrupted"
     except FloatingPointError as e:
-        kept = _checkpoint_step(run)
-        if kept is None:
+        if saved is None:
             log.error("%s; stopping. No checkpoint was written before it (the first is at step %d).", e,
                       cfg.checkpoint_every)
         else:
-            log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, kept)
+            log.error("%s; stopping. The last good checkpoint (step %d) is kept.", e, saved)
         run.info.message = str(e)
         status = "nan"
     except KeyboardInterrupt:
@@ -301,7 +302,7 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
         save_progress(trainer, run, rows)
         run.info.steps_done = trainer.step
     else:
-        run.info.steps_done = _checkpoint_step(run) or 0
+        run.info.steps_done = saved or 0
     if status == "ok" and trainer.step < cfg.steps:
         status = "interrupted"
     if status == "interrupted":
@@ -309,9 +310,3 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
         log.warning("%s", run.info.message)
     return status
 
-
-def _checkpoint_step(run: Run) -> int | None:
-    """The step of the run's last checkpoint, or None when there is none."""
-    if not run.checkpoint.exists():
-        return None
-    return read_checkpoint(run.checkpoint)["step"]

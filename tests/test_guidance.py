@@ -201,7 +201,7 @@ def test_sdxl_conditions_on_both_encoders_pooled_embeddings_and_time_ids(tiny_sd
     from sds.guidance.sdxl import SDXLGuidance
 
     guidance, _ = load_guidance(GuidanceConfig(model=str(tiny_sdxl_model)), "a red cube", torch.device("cpu"))
-    assert isinstance(guidance, SDXLGuidance) and guidance.scaling_factor == 0.13025
+    assert isinstance(guidance, SDXLGuidance) and guidance.family == "sdxl" and guidance.scaling_factor == 0.13025
     e = guidance.embeddings
     assert e.uncond.shape[-1] == 32 and e.pooled_uncond.shape == (1, 8)  # 16 + 16 hidden; the projection
     assert not torch.equal(e.pooled_by_view["front"], e.pooled_by_view["back"])
@@ -299,3 +299,11 @@ def test_a_lora_with_no_layers_for_this_unet_is_an_error_not_a_run_without_it(ti
                "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(16, 2)}, path)
     with pytest.raises(ModelLoadError, match="no layers for this model's UNet"):
         load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(path),)), "a", torch.device("cpu"))
+
+
+def test_model_family_from_loaded_parts_or_a_model_index():
+    from sds.guidance.load import model_family
+
+    assert model_family({"unet": object(), "vae": object()}) == "latent"
+    assert model_family({"unet": ["diffusers", "UNet2DConditionModel"], "vae": [None, None]}) == "pixel"
+    assert model_family({"vae": ["diffusers", "AutoencoderKL"], "text_encoder_2": ["transformers", "X"]}) == "sdxl"

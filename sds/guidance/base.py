@@ -33,6 +33,9 @@ GuidanceOutput = SDSOutput
 class Guidance:
     """SDS from a frozen UNet. Subclasses implement ``encode(images [B, 3, H, W] in [0, 1])``."""
 
+    family = ""
+    """The model family ("pixel", "latent", "sdxl": ``sds.guidance.load.model_family``), recorded in run.json."""
+
     def __init__(self, unet, scheduler, embeddings: PromptEmbeddings, cfg: GuidanceConfig, model_id: str):
         self.unet = unet.eval().requires_grad_(False)
         self.cfg = cfg
@@ -67,9 +70,13 @@ class Guidance:
         embeddings cond [B, L, D] of the cameras' view labels (families that condition on more than cond, SDXL,
         read them); a v- or sample-predicting model's output is converted to epsilon."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
-        output = guided_noise(self.unet, x_t, t, uncond, cond, scale)
+        output = guided_noise(self.unet, x_t, t, uncond, cond, scale, self.added_conditions(labels, x_t.shape[0]))
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
+
+    def added_conditions(self, labels: list[str | None] | None, batch: int) -> dict | None:
+        """Extra UNet conditioning for the [uncond; cond] batch of `batch` cameras (None: the UNet takes none)."""
+        return None
 
     def predict_noise_perp_neg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                                labels: list[str | None], scale: float) -> torch.Tensor:

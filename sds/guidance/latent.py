@@ -8,6 +8,8 @@ from sds.guidance.base import Guidance
 
 
 class LatentGuidance(Guidance):
+    family = "latent"
+
     def __init__(self, unet, vae, scheduler, embeddings, cfg, model_id: str):
         super().__init__(unet, scheduler, embeddings, cfg, model_id)
         # The VAE is frozen too, but the gradient must flow through its encoder back to the render.

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from sds.config import GuidanceConfig
-from sds.errors import UserError
+from sds.errors import UserError, first_line
 from sds.guidance.base import Guidance
 from sds.prompt import check_prompt, encode_prompts
 
@@ -90,10 +90,9 @@ def _components_from_single_file(source: ModelSource, dtype: torch.dtype, model_
     try:
         pipe = pipeline_cls.from_single_file(source.location, **kw)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SingleFileComponentError) as e:  # a user's file
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         hint = ("" if model_config else "; offline, pass model_config=/path/to/diffusers_folder of the same "
                 "family (its configs describe the checkpoint)")
-        raise ModelLoadError(f"could not load the single-file checkpoint {source.location}: {first}{hint}") from None
+        raise ModelLoadError(f"could not load the single-file checkpoint {source.location}: {first_line(e)}{hint}") from None
     if pipeline_cls is StableDiffusionPipeline and pipe.unet.config.addition_embed_type == "text_time":
         raise ModelLoadError(f"{source.location} is an SDXL checkpoint; pass model_config=/path/to/sdxl_diffusers_folder "
                              "so that it loads as one")
@@ -150,8 +149,7 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
             parts = _components_from_pretrained(source, cfg.revision, dtype)
     except (OSError, ValueError) as e:
         where = "local folder" if source.is_local else "hub id (no network? set model= to a local folder)"
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line}") from None
+        raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line(e, limit=None)}") from None
     check_prediction_type(parts["scheduler"], cfg.model)
     if cfg.loras:
         apply_loras(parts["unet"], cfg.loras, sdxl="text_encoder_2" in parts)
@@ -183,8 +181,7 @@ def apply_loras(unet, loras: tuple[str, ...], sdxl: bool = False) -> None:
             state, alphas = reader.lora_state_dict(str(Path(path).expanduser()))
             unet.load_lora_adapter(state, network_alphas=alphas, adapter_name=f"lora{i}", prefix="unet")
         except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as e:  # a user's file
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"could not apply LoRA {path} to this model's UNet: {first}") from None
+            raise ModelLoadError(f"could not apply LoRA {path} to this model's UNet: {first_line(e)}") from None
         if f"lora{i}" not in (getattr(unet, "peft_config", None) or {}):
             raise ModelLoadError(f"LoRA {path} holds no layers for this model's UNet (a LoRA for another model "
                                  "family, or for its text encoder only)")
@@ -207,11 +204,17 @@ def _log_text_encoder_layers(path: str) -> None:
         pass  # the loader says what is wrong with the file
 
 
-def model_family(parts: dict) -> str:
-    """"sdxl" (two text encoders, pooled embeddings and time ids), "latent" (a VAE: SD 1.x / 2.x) or "pixel"."""
-    if "text_encoder_2" in parts:
+def model_family(components: dict) -> str:
+    """"sdxl" (two text encoders, pooled embeddings and time ids), "latent" (a VAE: SD 1.x / 2.x) or "pixel".
+
+    components: the loaded parts, or a model_index.json (where [null, null] marks an absent component)."""
+    def has(name: str) -> bool:
+        value = components.get(name)
+        return value is not None and not (isinstance(value, list) and value[:1] == [None])
+
+    if has("text_encoder_2"):
         return "sdxl"
-    return "latent" if "vae" in parts else "pixel"
+    return "latent" if has("vae") else "pixel"
 
 
 def check_prediction_type(scheduler, model: str) -> str:

@@ -8,6 +8,8 @@ from sds.guidance.base import Guidance
 
 
 class PixelGuidance(Guidance):
+    family = "pixel"
+
     @property
     def image_size(self) -> int:
         return int(self.unet.config.sample_size)

@@ -45,24 +45,27 @@ def perp_neg_combine(eps_uncond: torch.Tensor, eps_pos: torch.Tensor, eps_negs: 
 
 
 def guided_noise(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, cond: torch.Tensor,
-                 scale: float) -> torch.Tensor:
+                 scale: float, added_cond_kwargs: dict | None = None) -> torch.Tensor:
     """CFG epsilon [B, C, h, w] from one UNet call on the batch [uncond; cond].
 
     t is [B] or a scalar timestep; uncond and cond are [B, L, D]. Models with learned variance
-    (DeepFloyd IF) predict [eps, variance]: only the first C channels are eps.
+    (DeepFloyd IF) predict [eps, variance]: only the first C channels are eps. added_cond_kwargs: extra UNet
+    conditioning for the whole [2B] batch (SDXL's pooled embeddings and time ids).
     """
-    eps_uncond, eps_cond = unet_noise(unet, x_t, t, [uncond, cond])
+    eps_uncond, eps_cond = unet_noise(unet, x_t, t, [uncond, cond], added_cond_kwargs)
     return cfg_combine(eps_uncond, eps_cond, scale)
 
 
-def unet_noise(unet, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
+def unet_noise(unet, x_t: torch.Tensor, t: torch.Tensor, embeddings: list[torch.Tensor],
+               added_cond_kwargs: dict | None = None) -> list[torch.Tensor]:
     """One UNet call on x_t repeated for each [B, L, D] embedding: the epsilon [B, C, h, w] of each (models
     with learned variance, DeepFloyd IF, predict [eps, variance]: only the first C channels are eps)."""
     k = len(embeddings)
     t_in = torch.cat([t] * k) if t.ndim else t
     # cat, not repeat: it keeps x_t's memory layout (channels-last from the render), and with it the UNet's
     # exact floating-point results (repeat makes it contiguous, which changes the last bits of every step).
-    out = unet(torch.cat([x_t] * k).to(unet.dtype), t_in, encoder_hidden_states=torch.cat(embeddings)).sample
+    extra = {} if added_cond_kwargs is None else {"added_cond_kwargs": added_cond_kwargs}
+    out = unet(torch.cat([x_t] * k).to(unet.dtype), t_in, encoder_hidden_states=torch.cat(embeddings), **extra).sample
     return list(out[:, : x_t.shape[1]].float().chunk(k))
 
 
