@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/cfg_scale.py --prompt "a blue cone" --scales 10,25,50,100 --seeds 0,1 \
         --out outputs/cfg_scale [--texture-stage] [key=value overrides for every run]
 
---texture-stage varies only the scale the default ramp (``guidance.guidance_scale``) switches to when the
-texture stage begins, and keeps the shape stage's; without it each scale is used for the whole run.
+--texture-stage varies only the last stage's guidance scale (the default recipe's texture stage) and keeps the
+earlier stages'; without it each scale is used in every stage.
 
 For each scale it runs ``sds generate`` once per seed (through the fidelity benchmark's runner) and reports:
 - chroma: CIE C* of the mesh's mean albedo (the prompt colour's own chroma is printed for reference);
@@ -27,7 +27,7 @@ import numpy as np
 import trimesh
 from fidelity import ROTATIONS_DEG, _grid_points, iou, mesh_occupancy, run_prompt, score_mesh, srgb_to_lab
 
-from sds.config import Ramp, load_config
+from sds.config import StageConfig, load_config
 from sds.prior.world import COLORS
 
 
@@ -50,13 +50,11 @@ def mesh_agreement(a: trimesh.Trimesh, b: trimesh.Trimesh) -> float:
     return max(iou(occ_a, mesh_occupancy(_rotated(b, angle), points, 0.25)) for angle in ROTATIONS_DEG)
 
 
-def scale_override(scale: float, default: Ramp, texture_stage_only: bool) -> str:
-    """The override that sets the guidance scale to `scale` for the whole run, or only where the default ramp
-    ends (the texture stage)."""
-    if not texture_stage_only:
-        return f"guidance.guidance_scale={scale}"
-    ramp = dataclasses.replace(default, end=scale)
-    return "guidance.guidance_scale=" + json.dumps(dataclasses.asdict(ramp))
+def scale_override(scale: float, stages: tuple[StageConfig, ...], texture_stage_only: bool) -> str:
+    """The `stages=` override that sets the guidance scale to `scale` in every stage, or in the last only."""
+    changed = [dataclasses.replace(s, guidance_scale=scale) if not texture_stage_only or i == len(stages) - 1 else s
+               for i, s in enumerate(stages)]
+    return "stages=" + json.dumps([dataclasses.asdict(s) for s in changed])
 
 
 def main() -> None:
@@ -69,7 +67,7 @@ def main() -> None:
                         help="vary only the texture stage's scale (the default ramp's end), not the shape stage's")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    default = load_config(None, [], prompt=args.prompt).guidance.guidance_scale
+    default = load_config(None, [], prompt=args.prompt).stages
     color, shape = args.prompt.split()[-2:]
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"prompt {args.prompt!r}; the prompt colour's own chroma is {chroma(COLORS[color]):.1f}")

@@ -3,4 +3,4 @@
 Importing the package imports nothing heavy; ``sds.cli`` is the command, ``docs/architecture.md`` the map.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from sds.config import FieldConfig, RenderConfig, RunConfig
+from sds.config import FieldConfig, GridEncoding, RenderConfig, RunConfig, SdfGeometry
 from sds.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -17,16 +21,18 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_field(cfg: FieldConfig):
-    match cfg.kind:
-        case "grid":
+    match cfg.encoding:
+        case GridEncoding():
             from sds.field.nerf import GridField
 
             return GridField(cfg)
-        case "hashgrid":
+        case _:
             from sds.field.nerf import HashGridField
 
+            geo = cfg.geometry
+            if isinstance(geo, SdfGeometry) and (geo.redistance_every or geo.eikonal):
+                log.info("field: a hash grid's distance is not reset and has no eikonal term (grid only)")
             return HashGridField(cfg)
-    raise ValueError(f"field.kind: unknown {cfg.kind!r}")  # pragma: no cover - validated in config
 
 
 def build_background(cfg: RenderConfig):
@@ -48,6 +54,5 @@ def build_scene(cfg: RunConfig, device: torch.device):
 
     field = build_field(cfg.field).to(device)
     background = build_background(cfg.render).to(device)
-    renderer = VolumeRenderer(field, background, cfg.render.samples_per_ray, cfg.render.ambient, cfg.render.sampler,
-                              cfg.render.normal_gradient_scale)
+    renderer = VolumeRenderer(field, background, cfg.render.samples_per_ray, cfg.render.sampler)
     return field, background, renderer

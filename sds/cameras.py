@@ -80,13 +80,10 @@ def sample_orbit_cameras(
     fov_range_deg: tuple[float, float],
     generator: torch.Generator | None = None,
     azimuth_range_deg: tuple[float, float] = (0.0, 360.0),
-    low_views: int = 0,
-    low_elevation_range_deg: tuple[float, float] = (-10.0, 0.0),
 ) -> Cameras:
     """Random orbit cameras; azimuths are stratified so a batch of B covers the circle evenly.
 
-    Elevation is sampled uniformly in degrees; radius and FOV uniformly in their ranges. `low_views` of the
-    views, picked at random, take their elevation from `low_elevation_range_deg` instead.
+    Elevation is sampled uniformly in degrees; radius and FOV uniformly in their ranges.
     """
     u = torch.rand(4, batch_size, generator=generator)
     lo, hi = azimuth_range_deg
@@ -94,11 +91,6 @@ def sample_orbit_cameras(
     elevation = elevation_range_deg[0] + (elevation_range_deg[1] - elevation_range_deg[0]) * u[1]
     radius = radius_range[0] + (radius_range[1] - radius_range[0]) * u[2]
     fov = fov_range_deg[0] + (fov_range_deg[1] - fov_range_deg[0]) * u[3]
-    if low_views > 0:  # no extra draws otherwise, so runs without low views keep their random stream
-        # Random views, not the last ones: with stratified azimuths the last view always faces the same quarter.
-        lowered = torch.randperm(batch_size, generator=generator)[:low_views]
-        lo_el, hi_el = low_elevation_range_deg
-        elevation[lowered] = lo_el + (hi_el - lo_el) * torch.rand(len(lowered), generator=generator)
     return orbit_cameras(azimuth, elevation, radius, fov)
 
 

@@ -172,6 +172,7 @@ def _list_recipes() -> int:
     for name in shipped_names():
         recipe = load_recipe(name)
         print(f"{name:12} {recipe.description}  [chosen for: {recipe.chosen_for}]")
+    print("sds show-config --recipe NAME prints a recipe's whole config and its stages.")
     print("sds generate --recipe NAME_OR_PATH \"...\" picks one; without --recipe it is chosen from the model.")
     return 0
 
@@ -240,7 +241,11 @@ def _dispatch(args) -> int:
     if args.command == "show-config":
         recipe, _ = _choose_recipe(args)
         cfg = load_config(args.config, args.overrides, prompt=args.prompt, require_prompt=False, recipe=recipe)
+        from sds.schedule import stage_table
+
         print(to_yaml(cfg), end="")
+        print("".join(f"# {line}\n" for line in [f"stages over {cfg.steps} steps:", *stage_table(cfg).splitlines()]),
+              end="")
         return 0
     if args.command == "generate":
         if OVERRIDE_LIKE.fullmatch(args.prompt):  # `sds generate seed=1 steps=1`: the prompt was forgotten

@@ -50,13 +50,12 @@ def _render_fn(renderer):
     """What the exporter calls: NeRF colour (lambertian, light at the camera; unlit when not shaded) and opacity."""
     import torch
 
-    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT
+    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT, RenderSettings
 
     def render(cameras, height, width, shaded=True):
+        settings = RenderSettings("lambertian" if shaded else "albedo", min_shading_weight=VIEW_MIN_SHADING_WEIGHT)
         with torch.no_grad():  # opacity does not depend on the shading; unlit skips the normals' 6 queries per sample
-            out = renderer.render(cameras.to(renderer.field_device), height, width,
-                                  shading="lambertian" if shaded else "albedo", chunk_rays=8192,
-                                  min_shading_weight=VIEW_MIN_SHADING_WEIGHT)
+            out = renderer.render(cameras.to(renderer.field_device), height, width, settings, chunk_rays=8192)
         return {"rgb": out.rgb, "opacity": out.opacity}
 
     return render
@@ -196,6 +195,12 @@ def _open_run(run_dir: Path):
         raise RunError(f"{path} is not readable YAML ({type(e).__name__}); restore it from a copy") from None
     if not isinstance(data, dict):
         raise RunError(f"{path} does not hold a config (expected a mapping of keys); restore it from a copy")
+    if "stages" not in data:  # every config saved since 0.2 (recipes and stages) lists its stages
+        from sds import __version__
+
+        raise RunError(f"{path} was written by an sds older than 0.3 (it has no stages), whose settings and "
+                       f"checkpoints this sds {__version__} cannot read; resume or export the run with that version "
+                       "(git checkout 15abc41), or start a new run")
     try:
         cfg = from_dict(data)
     except ConfigError as e:

@@ -1,17 +1,17 @@
 """The method's schedule: one pure function from (config, step) to everything that varies over a run.
 
-Like nanoGPT's ``get_lr(it)``: the training step asks ``plan(cfg, step)`` what to do at this step (which
-stage, how to shade, the guidance scale and timestep range, regulariser weights, learning-rate scales, whether
-to redistance afterwards) instead of reading ramps and step thresholds in several places. Nothing here draws
-random numbers or touches a model, so every value is testable at its boundaries.
+Like nanoGPT's ``get_lr(it)``: the training step asks ``plan(cfg, step)`` what to do (which stage, how to
+shade, the guidance scale and timestep range, regulariser weights, learning-rate scales, whether to reset the
+distance afterwards). Stages and ramps are declared in fractions of the run (``cfg.stages``), so ``steps=``
+scales the whole schedule; a fraction becomes the nearest step. Nothing here draws random numbers or touches a
+model, so every value is testable at its boundaries.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from sds.config import GuidanceConfig, RunConfig
+from sds.config import GridEncoding, LrScale, Ramp, RunConfig, SdfGeometry, StageConfig
 
 
 @dataclass(frozen=True)
@@ -20,87 +20,96 @@ class StepPlan:
 
     step: int
     stage: str
-    """"shape" (albedo warm-up and the rest before the texture stage) or "texture" (optim.freeze_density_from on)."""
     shading: str
     """"albedo", or "lit": lambertian, grey (textureless) with probability textureless_prob."""
     textureless_prob: float
     guidance_scale: float
     t_range: tuple[float, float]
     """(t_min, t_max) as fractions of the model's training timesteps."""
-    low_view_fraction: float
-    color_depth_gradient_scale: float
     reg_weights: dict[str, float]
-    """Weight of each regulariser (orientation, opacity_sparsity, opacity_entropy, density_tv, eikonal)."""
-    lr_scale: float
-    """Multiplier of every parameter group's base learning rate."""
-    density_step: float
-    """Fraction of each optimiser step the density keeps (1 outside the texture stage)."""
-    redistance_blur_voxels: float | None
-    """After this step, reset the sdf to a true distance with this blur (None: not after this step)."""
+    """Weight of each regulariser (orientation, opacity_entropy, eikonal)."""
+    lr_scale: LrScale
+    """Multiplier of each parameter group's base learning rate."""
+    redistance: bool
+    """Reset the sdf grid to a true distance after this step."""
 
 
-def _annealed(start: float, end: float, cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """Linear from start to end over the first anneal_fraction of the run, then end."""
-    anneal_steps = cfg.anneal_fraction * total_steps
+def at_step(fraction: float, steps: int) -> int:
+    """The step a fraction of the run falls on (the nearest one, so 0.3333 of 450 is 150)."""
+    return round(fraction * steps)
+
+
+def stage_bounds(cfg: RunConfig) -> list[tuple[StageConfig, int, int]]:
+    """Each stage with its first step and the step it ends before."""
+    out, begin = [], 0
+    for stage in cfg.stages:
+        end = at_step(stage.until, cfg.steps)
+        out.append((stage, begin, end))
+        begin = end
+    return out
+
+
+def stage_at(cfg: RunConfig, step: int) -> StageConfig:
+    for stage, _, end in stage_bounds(cfg):
+        if step < end:
+            return stage
+    return cfg.stages[-1]
+
+
+def ramp_at(ramp: Ramp, step: int, steps: int) -> float:
+    """``ramp.start`` until its start point, ``ramp.end`` from its end point, linear between."""
+    start, end = at_step(ramp.start_at, steps), at_step(ramp.end_at, steps)
+    if step <= start:
+        return ramp.start
+    if step >= end:
+        return ramp.end
+    return ramp.start + (step - start) / (end - start) * (ramp.end - ramp.start)
+
+
+def t_range_at(cfg: RunConfig, step: int) -> tuple[float, float]:
+    """Both bounds move linearly from guidance.t_start to guidance.t_end over the first t_anneal_until of the run."""
+    g = cfg.guidance
+    anneal_steps = g.t_anneal_until * cfg.steps
     if anneal_steps <= 0 or step >= anneal_steps:
-        return end
-    return start + (end - start) * step / anneal_steps
+        return g.t_end
+    return tuple(a + (b - a) * step / anneal_steps for a, b in zip(g.t_start, g.t_end))
 
 
-def t_max_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """t_max falls linearly from cfg.t_max to cfg.t_max_end over the first anneal_fraction of the run."""
-    return _annealed(cfg.t_max, cfg.t_max_end, cfg, step, total_steps)
-
-
-def t_min_at(cfg: GuidanceConfig, step: int, total_steps: int) -> float:
-    """t_min falls linearly from cfg.t_min_start (when set) to cfg.t_min over the same window."""
-    start = cfg.t_min if cfg.t_min_start is None else cfg.t_min_start
-    return _annealed(start, cfg.t_min, cfg, step, total_steps)
-
-
-REGULARIZERS = ("orientation", "opacity_sparsity", "opacity_entropy", "density_tv", "eikonal")
-
-
-def in_texture_stage(cfg: RunConfig, step: int) -> bool:
-    """From optim.freeze_density_from on, every view is lit and the density keeps only texture_density_step of
-    each step."""
-    return cfg.optim.freeze_density_from is not None and step >= cfg.optim.freeze_density_from
-
-
-def lr_factor(cfg: RunConfig, step: int) -> float:
-    """Multiplier of every base learning rate at `step`: 1 until lr_decay_start of the run, then half a cosine
-    down to lr_final_fraction at the last step."""
-    o = cfg.optim
-    start = o.lr_decay_start * cfg.steps
-    if o.lr_final_fraction == 1.0 or step <= start:
-        return 1.0
-    frac = min(1.0, (step - start) / max(cfg.steps - 1 - start, 1))
-    return o.lr_final_fraction + (1 - o.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * frac))
-
-
-def _redistance_blur(cfg: RunConfig, step: int, texture: bool) -> float | None:
-    every = cfg.field.redistance_every
-    after = step + 1
-    if not every or after % every != 0 or texture:
-        return None
-    return cfg.field.redistance_blur_voxels.at(after)
+def _sdf_grid(cfg: RunConfig) -> SdfGeometry | None:
+    geo = cfg.field.geometry
+    return geo if isinstance(geo, SdfGeometry) and isinstance(cfg.field.encoding, GridEncoding) else None
 
 
 def plan(cfg: RunConfig, step: int) -> StepPlan:
     """The plan of training step `step` of a run with config cfg."""
-    texture = in_texture_stage(cfg, step)
-    g = cfg.guidance
+    stage = stage_at(cfg, step)
+    sdf = _sdf_grid(cfg)
+    every = sdf.redistance_every if sdf else 0
     return StepPlan(
         step=step,
-        stage="texture" if texture else "shape",
-        shading="albedo" if step < cfg.render.albedo_warmup_steps else "lit",
-        textureless_prob=0.0 if texture else cfg.render.textureless_prob,  # grey views train only the density
-        guidance_scale=g.guidance_scale.at(step),
-        t_range=(t_min_at(g, step, cfg.steps), t_max_at(g, step, cfg.steps)),
-        low_view_fraction=cfg.camera.low_view_fraction.at(step),
-        color_depth_gradient_scale=cfg.render.color_depth_gradient_scale.at(step),
-        reg_weights={name: getattr(cfg.reg, name).at(step) for name in REGULARIZERS},
-        lr_scale=lr_factor(cfg, step) * (cfg.optim.texture_lr_scale if texture else 1.0),
-        density_step=cfg.optim.texture_density_step.at(step) if texture else 1.0,
-        redistance_blur_voxels=_redistance_blur(cfg, step, texture),
+        stage=stage.name,
+        shading=stage.shading,
+        textureless_prob=stage.textureless_prob,
+        guidance_scale=stage.guidance_scale,
+        t_range=t_range_at(cfg, step),
+        reg_weights={"orientation": ramp_at(cfg.reg.orientation, step, cfg.steps),
+                     "opacity_entropy": ramp_at(cfg.reg.opacity_entropy, step, cfg.steps),
+                     "eikonal": sdf.eikonal if sdf else 0.0},
+        lr_scale=stage.lr_scale,
+        redistance=bool(every) and stage.redistance and (step + 1) % every == 0,
     )
+
+
+def stage_table(cfg: RunConfig) -> str:
+    """The resolved stages as a small table (steps, shading, guidance scale, learning-rate scales)."""
+    sdf = _sdf_grid(cfg)
+    rows = [("stage", "steps", "shading", "guidance", "lr geometry/albedo/bg", "textureless", "redistance")]
+    for stage, begin, end in stage_bounds(cfg):
+        lr = stage.lr_scale
+        every = sdf.redistance_every if sdf and stage.redistance else 0
+        rows.append((stage.name, f"{begin}-{end - 1}", stage.shading, f"{stage.guidance_scale:g}",
+                     f"{lr.geometry:g} / {lr.albedo:g} / {lr.background:g}",
+                     f"{stage.textureless_prob:g}" if stage.shading == "lit" else "-",
+                     f"every {every}" if every else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

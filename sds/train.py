@@ -22,6 +22,7 @@ from sds.config import RunConfig
 from sds.errors import RunError, first_line
 from sds.field.shading import sample_light_positions
 from sds.interrupts import STOP
+from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT, RenderSettings
 from sds.run import Run, write_atomic
 from sds.schedule import StepPlan, plan
 from sds.state_file import read_state
@@ -122,39 +123,28 @@ def sample_views(trainer: Trainer, p: StepPlan) -> tuple[Cameras, torch.Tensor, 
     """A batch of random training cameras (on the field's device), light positions [B, 3] and view labels."""
     c = trainer.cfg.camera
     gen = trainer.generator
-    low_views = round(p.low_view_fraction * c.batch_size)
-    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen,
-                                low_views=low_views, low_elevation_range_deg=c.low_elevation_range_deg)
+    cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
     cams = cams.to(trainer.field_device)
-    light = sample_light_positions(cams, c.light_jitter_deg, gen)
-    labels = [view_label(float(a), float(e), c.front_half_width_deg, c.back_half_width_deg, c.overhead_elevation_deg)
-              for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
+    light = sample_light_positions(cams, generator=gen)
+    labels = [view_label(float(a), float(e)) for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
     return cams, light, labels
 
 
 def total_loss(sds_loss: torch.Tensor, out, field, weights: dict[str, float]) -> torch.Tensor:
     """The SDS surrogate plus each regulariser at its weight (computed here, from the render's outputs)."""
-    loss = (sds_loss + weights["orientation"] * out.orientation + weights["opacity_sparsity"] * out.opacity.mean()
+    loss = (sds_loss + weights["orientation"] * out.backfacing.mean()
             + weights["opacity_entropy"] * opacity_entropy(out.opacity))
-    if weights["density_tv"] > 0:  # the grid's TV is computed only when asked for (an extra pass over the grid)
-        loss = loss + weights["density_tv"] * field.density_tv()
     if weights["eikonal"] > 0:
         loss = loss + weights["eikonal"] * field.eikonal()
     return loss
 
 
 def optimizer_step(trainer: Trainer, p: StepPlan) -> None:
-    """Adam at the plan's learning-rate scale. In the texture stage the density keeps p.density_step of its step:
-    Adam moves a parameter on momentum even where its gradient is zero, so the density is restored, not masked."""
-    for group in trainer.optimizer.param_groups:  # set from the plan, not accumulated: a resumed run agrees
-        group["lr"] = group.setdefault("base_lr", group["lr"]) * p.lr_scale
-    texture_stage = p.stage == "texture"
-    kept = [d.detach().clone() for d in trainer.field.density_logits()] if texture_stage else None
+    """Adam with each group's base rate times its role's scale in the plan's stage (set from the plan, never
+    accumulated, so a resumed run agrees)."""
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * getattr(p.lr_scale, group["role"])
     trainer.optimizer.step()
-    if kept is not None:  # only grid fields have density_logits (config.validate enforces it for the freeze)
-        with torch.no_grad():
-            for logits, saved in zip(trainer.field.density_logits(), kept):
-                logits.copy_(torch.lerp(saved, logits, p.density_step))
 
 
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:
@@ -172,20 +162,18 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     random_bg = u < cfg.render.random_background_prob
     bg_kw = {"background_rgb": colors.to(device), "background_mask": random_bg.to(device)} if random_bg.any() else {}
     res = cfg.render.resolution
-    out = trainer.renderer.render(cams, res, res, light, shading, perturb=True, generator=gen,
-                                  color_depth_gradient_scale=p.color_depth_gradient_scale, **bg_kw)
+    settings = RenderSettings(shading, perturb=True, normal_gradient_scale=cfg.render.normal_gradient_scale,
+                              color_depth_gradient_scale=cfg.render.color_depth_gradient_scale)
+    out = trainer.renderer.render(cams, res, res, settings, light, generator=gen, **bg_kw)
     sds = guidance(out.rgb, labels, p, gen)
     loss = total_loss(sds.loss, out, trainer.field, p.reg_weights)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at step {p.step}")
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if cfg.optim.grad_clip_norm is not None:
-        params = [q for g in trainer.optimizer.param_groups for q in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip_norm)
     optimizer_step(trainer, p)
     trainer.step += 1
-    if p.redistance_blur_voxels is not None and not trainer.field.redistance(p.redistance_blur_voxels):
+    if p.redistance and not trainer.field.redistance():
         log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
                     trainer.step)
     trainer.renderer.update(trainer.step, gen)
@@ -197,13 +185,11 @@ def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
     """Four views (albedo-lit, lambertian) side by side as a PNG."""
     import imageio.v3 as iio
 
-    from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT
-
     radius = sum(trainer.cfg.camera.radius_range) / 2
     fov = sum(trainer.cfg.camera.fov_range_deg) / 2
     cams = turntable_cameras(4, 20.0, radius, fov).to(trainer.field_device)
-    rgb = trainer.renderer.render(cams, resolution, resolution, shading="lambertian", chunk_rays=8192,
-                                  min_shading_weight=VIEW_MIN_SHADING_WEIGHT).rgb
+    settings = RenderSettings("lambertian", min_shading_weight=VIEW_MIN_SHADING_WEIGHT)
+    rgb = trainer.renderer.render(cams, resolution, resolution, settings, chunk_rays=8192).rgb
     row = torch.cat(list(rgb.clamp(0, 1)), dim=1)
     buffer = iio.imwrite("<bytes>", (row.cpu().numpy() * 255).round().astype("uint8"), extension=".png")
     write_atomic(path, buffer)

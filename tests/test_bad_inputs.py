@@ -18,8 +18,8 @@ import pytest
 from sds.cli import main
 
 SMALL = ["steps=8", "checkpoint_every=4", "preview_every=100", "render.resolution=16", "camera.batch_size=2",
-         "render.samples_per_ray=16", "field.grid_resolution=16", "render.albedo_warmup_steps=4",
-         "export.resolution=32", "export.video=false", "export.preview_resolution=32", "export.texture_size=64"]
+         "render.samples_per_ray=16", "field.encoding.resolution=16", "export.resolution=32",
+         "export.video=false", "export.preview_resolution=32", "export.texture_size=64"]
 
 
 @pytest.fixture
@@ -71,11 +71,18 @@ def _snapshot(run_dir):
 
 CONFIG_CASES = [
     (["generate", "seed=1", "steps=1"], "prompt: missing ('seed=1' is a key=value override"),
-    (["generate", "a red cube", "guidance.guidance_scale=.inf"], "guidance.guidance_scale: must be a finite"),
-    (["generate", "a red cube", "guidance.guidance_scale=.nan"], "guidance.guidance_scale: must be a finite"),
-    (["generate", "a red cube", "optim.grad_clip_norm=-1"], "optim.grad_clip_norm"),
-    (["generate", "a red cube", "optim.grad_clip_norm=0"], "optim.grad_clip_norm"),
-    (["generate", "a red cube", "export.chunk_size=0"], "export.chunk_size"),
+    (["generate", "a red cube", "stages=[{name: all, until: 1.0, guidance_scale: .inf}]"],
+     "stages.guidance_scale: must be a finite"),
+    (["generate", "a red cube", "stages=[{name: all, until: 1.0, guidance_scale: .nan}]"],
+     "stages.guidance_scale: must be a finite"),
+    (["generate", "a red cube", "stages=[{name: all, until: 1.0, guidance_scale: 0}]"], ".guidance_scale: must be in"),
+    (["generate", "a red cube", "stages=[{name: a, until: 0.5}]"], "stages: the last stage must end at until: 1.0"),
+    (["generate", "a red cube", "guidance.t_anneal_until=.inf"], "guidance.t_anneal_until: must be a finite"),
+    (["generate", "a red cube", "optim.lr_grid=-1"], "optim.lr_grid: must be in (0, 10]"),
+    (["generate", "a red cube", "optim.lr_grid=0"], "optim.lr_grid: must be in (0, 10]"),
+    (["generate", "a red cube", "export.texture_size=0"], "export.texture_size"),
+    (["generate", "a red cube", "render.albedo_warmup_steps=150"], "render.albedo_warmup_steps: unknown key"),
+    (["generate", "a red cube", "field.encoding.levels=4"], "field.encoding.levels: unknown key"),
     (["generate", "a red cube", "export.preview_resolution=0"], "export.preview_resolution"),
     (["generate", "a red \udcff cube"], "prompt: is not valid UTF-8"),
     (["generate", "a red cube", "steps=1e99"], "steps"),
@@ -172,6 +179,18 @@ def _incomplete_checkpoint(path):
     torch.save(state, path)
 
 
+def _old_format_config(path):
+    """A config.yaml as an sds older than 0.3 wrote it: no stages, and keys this one no longer has."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    del data["stages"]
+    data["guidance"]["guidance_scale"] = 50.0
+    data["render"]["albedo_warmup_steps"] = 150
+    data["field"] = {"kind": "grid", "grid_resolution": 16, "geometry": "sdf", "sdf_beta": 0.02}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def _rewrite_json(path, **fields):
     path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
 
@@ -186,12 +205,14 @@ CORRUPTIONS = {
     "binary config.yaml": ("config.yaml", lambda p: p.write_bytes(b"\xff\xfe\x00\x81" * 64), "not readable YAML"),
     "config.yaml not a mapping": ("config.yaml", lambda p: p.write_text("- 1\n- 2\n"), "does not hold a config"),
     "config.yaml of another shape": ("config.yaml",
-                                     lambda p: p.write_text(p.read_text().replace("grid_resolution: 16",
-                                                                                  "grid_resolution: 24")),
+                                     lambda p: p.write_text(p.read_text().replace("kind: grid\n    resolution: 16",
+                                                                                  "kind: grid\n    resolution: 24")),
                                      "does not fit the run's config.yaml"),
     "config.yaml with a bad value": ("config.yaml", lambda p: p.write_text(p.read_text().replace("steps: 8",
                                                                                                "steps: -8")),
                                      "not a valid config"),
+    "config.yaml of an sds before 0.3": ("config.yaml", _old_format_config,
+                                         "written by an sds older than 0.3 (it has no stages)"),
     "corrupt run.json": ("run.json", lambda p: p.write_text("{not json"), "run.json is corrupt"),
     "run.json not an object": ("run.json", lambda p: p.write_text("[]"), "run.json is corrupt"),
     "incomplete run.json": ("run.json", lambda p: p.write_text("{}"), "run.json is incomplete"),

@@ -39,39 +39,3 @@ def test_stratified_azimuths_cover_circle():
     cams = sample_orbit_cameras(8, (2, 3), (0, 10), (40, 40), torch.Generator().manual_seed(0))
     bins = (cams.azimuth_deg // 45).long()
     assert sorted(bins.tolist()) == list(range(8))
-
-
-def test_low_views_take_low_elevations_and_keep_the_other_draws():
-    def draw(low_views, seed):
-        return sample_orbit_cameras(4, (2, 3), (0, 10), (40, 44), torch.Generator().manual_seed(seed),
-                                    low_views=low_views, low_elevation_range_deg=(-30, -20))
-
-    lowered_ever = set()
-    for seed in range(20):
-        plain, lowered = draw(0, seed), draw(2, seed)
-        low = lowered.elevation_deg < 0
-        assert low.sum() == 2
-        assert ((lowered.elevation_deg[low] >= -30) & (lowered.elevation_deg[low] <= -20)).all()
-        assert torch.equal(lowered.elevation_deg[~low], plain.elevation_deg[~low])
-        for name in ("azimuth_deg", "radius", "fov_deg"):  # only the lowered elevations differ
-            assert torch.equal(getattr(lowered, name), getattr(plain, name))
-        height = lowered.radius * torch.sin(torch.deg2rad(lowered.elevation_deg))
-        assert torch.allclose(lowered.position[:, 1], height, atol=1e-5)  # cameras really sit that low
-        lowered_ever.update(low.nonzero().flatten().tolist())
-    assert lowered_ever == {0, 1, 2, 3}  # not always the same stratified azimuths
-
-
-def test_trainer_lowers_views_as_the_ramp_says():
-    from sds.config import load_config
-    from sds.schedule import plan
-    from sds.train import make_trainer, sample_views
-
-    ramp = '{"start":0,"end":0.5,"start_step":10,"end_step":10}'
-    cfg = load_config(None, [f"camera.low_view_fraction={ramp}", "camera.low_elevation_range_deg=[-40,-30]"],
-                      prompt="a red cube")
-    trainer = make_trainer(cfg, torch.device("cpu"))
-    counts = {}
-    for step in (0, 10, 11, 50):  # the ramp holds its start value up to start_step
-        cams, _, _ = sample_views(trainer, plan(cfg, step))
-        counts[step] = int((cams.elevation_deg < -20).sum())
-    assert counts == {0: 0, 10: 0, 11: 2, 50: 2}

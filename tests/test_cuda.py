@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sds.cameras import sample_orbit_cameras
-from sds.config import FieldConfig, load_config
+from sds.config import DensityGeometry, FieldConfig, load_config
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -15,20 +15,21 @@ pytestmark = [pytest.mark.cuda,
 def test_nerfacc_path_matches_torch_path():
     from sds.field.background import ConstantBackground
     from sds.field.nerf import GridField
-    from sds.render.renderer import VolumeRenderer
+    from sds.render.renderer import RenderSettings, VolumeRenderer
 
     torch.manual_seed(0)
-    field = GridField(FieldConfig(geometry="density")).cuda()
+    field = GridField(FieldConfig(geometry=DensityGeometry())).cuda()
     with torch.no_grad():
-        field.grid.normal_(0, 0.5)
+        field.geometry_grids[0].normal_(0, 0.5)
+        field.albedo_grids[0].normal_(0, 0.5)
     cams = sample_orbit_cameras(2, (2.5, 2.5), (10, 30), (40, 40), torch.Generator().manual_seed(0)).to("cuda")
-    reference = VolumeRenderer(field, ConstantBackground().cuda(), 256, 0.35, sampler="torch")
-    fast = VolumeRenderer(field, ConstantBackground().cuda(), 256, 0.35, sampler="nerfacc")
-    assert fast.path == "nerfacc"
+    reference = VolumeRenderer(field, ConstantBackground().cuda(), 256, sampler="torch")
+    fast = VolumeRenderer(field, ConstantBackground().cuda(), 256, sampler="nerfacc")
+    assert reference.path == "torch" and fast.path == "nerfacc"
     for step in range(0, 64, 16):
         fast.update(step)
-    a = reference.render(cams, 32, 32, shading="albedo")
-    b = fast.render(cams, 32, 32, shading="albedo")
+    a = reference.render(cams, 32, 32, RenderSettings("albedo"))
+    b = fast.render(cams, 32, 32, RenderSettings("albedo"))
     assert (a.opacity - b.opacity).abs().mean() < 0.02
     assert (a.rgb - b.rgb).abs().mean() < 0.02
 
@@ -39,13 +40,13 @@ def test_train_steps_on_cuda(tiny_pixel_model, tmp_path):
     from sds.train import make_trainer, train
 
     cfg = load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path}", "steps=6", "device=cuda",
-                             "render.resolution=16", "camera.batch_size=2", "render.albedo_warmup_steps=2",
-                             "checkpoint_every=3", "preview_every=3"], prompt="a red cube")
+                             "render.resolution=16", "camera.batch_size=2", "checkpoint_every=3", "preview_every=3"],
+                      prompt="a red cube")
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cuda"))
     trainer = make_trainer(cfg, torch.device("cuda"))
     assert trainer.renderer.path == "nerfacc"
     assert train(trainer, guidance, Run.create(cfg), show_progress=False) == "ok"
-    assert torch.isfinite(trainer.field.grid).all()
+    assert all(torch.isfinite(p).all() for p in trainer.field.parameters())
 
 
 def test_half_precision_guidance_gradient_is_finite(tiny_latent_model):
@@ -76,7 +77,7 @@ def test_nerfacc_sampling_is_seeded_by_the_run_generator():
         with global_rng_seeded_from(torch.Generator().manual_seed(seed), torch.device("cuda")):
             return estimator.sampling(origins, dirs, render_step_size=0.05, stratified=True)[1]
 
-    assert len(field.grid) and torch.equal(samples(1), samples(1)) and not torch.equal(samples(1), samples(2))
+    assert len(field.geometry_grids) and torch.equal(samples(1), samples(1)) and not torch.equal(samples(1), samples(2))
 
 
 def test_the_occupancy_grid_is_checkpointed_and_filled_for_a_fresh_renderer(tiny_pixel_model, tmp_path):

@@ -15,9 +15,14 @@ from sds.run import Run
 from sds.train import load_checkpoint, make_trainer, read_checkpoint, train
 
 SMALL = ["steps=12", "checkpoint_every=4", "preview_every=6", "render.resolution=16", "camera.batch_size=2",
-         "render.samples_per_ray=16", "field.grid_resolution=16", "render.albedo_warmup_steps=4",
-         "export.resolution=32", "export.video_frames=4", "export.video_resolution=32",
+         "render.samples_per_ray=16", "field.encoding.resolution=16", "export.resolution=32",
          "export.preview_resolution=32", "export.texture_size=64"]
+"""A tiny run of the built-in stages: shape (albedo) for steps 0-3, texture (lit, geometry at 0.3) for 4-11."""
+
+THREE_STAGES = ("stages=[{name: shape, until: 0.25, shading: albedo, guidance_scale: 50},"
+                " {name: mid, until: 0.5, shading: lit, guidance_scale: 30, lr_scale: {geometry: 0.5, albedo: 2}},"
+                " {name: texture, until: 1.0, shading: lit, textureless_prob: 0.5, guidance_scale: 20,"
+                " lr_scale: {geometry: 0.1, background: 0}, redistance: false}]")
 
 
 def _sds(*args, cwd=None, timeout=300):
@@ -30,7 +35,7 @@ def _cfg(tiny_pixel_model, tmp_path, *extra):
                        prompt="a red cube")
 
 
-@pytest.mark.parametrize("extra", [(), ("optim.lr_final_fraction=0.1", "optim.lr_decay_start=0.25")])
+@pytest.mark.parametrize("extra", [(), (THREE_STAGES,)], ids=["builtin_stages", "three_stages"])
 def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_path, extra):
     cfg = _cfg(tiny_pixel_model, tmp_path, *extra)
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
@@ -50,10 +55,13 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
         assert torch.equal(a, b)
     metrics = [r.metrics.read_text() for r in (straight_run, run)]
     assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == 1 + cfg.steps  # the same log, step by step
-    assert not torch.equal(straight.field.grid, make_trainer(cfg, torch.device("cpu")).field.grid)  # it trained
-    # The last step ran at the decayed rate (stop_at=6 is past the decay's start at step 3 when it is on).
-    lr_grid = [g["lr"] for g in resumed.optimizer.param_groups if g["name"] == "grid"]
-    assert lr_grid == [pytest.approx(cfg.optim.lr_grid * cfg.optim.lr_final_fraction)]
+    assert not torch.equal(straight.field.full_grid(), make_trainer(cfg, torch.device("cpu")).field.full_grid())
+    # The last step ran at the last stage's rates (stop_at=6 is past the first stage's end in both cases), set
+    # from the plan rather than carried over from the interrupted trainer.
+    last = cfg.stages[-1].lr_scale
+    rates = {g["role"]: g["lr"] for g in resumed.optimizer.param_groups}
+    assert rates["geometry"] == pytest.approx(cfg.optim.lr_grid * last.geometry)
+    assert rates["albedo"] == pytest.approx(cfg.optim.lr_grid * last.albedo)
 
 
 def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(tmp_path):
@@ -80,7 +88,8 @@ def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixe
     trainer = make_trainer(cfg, torch.device("cpu"))
     assert train(trainer, poisoned, run, show_progress=False) == "nan"
     kept = read_checkpoint(run.checkpoint)
-    assert kept["step"] == 4 and torch.isfinite(kept["field"]["grid"]).all()
+    assert kept["step"] == 4 and {"geometry_grids.0", "albedo_grids.0"} <= set(kept["field"])
+    assert all(torch.isfinite(v).all() for v in kept["field"].values())
 
 
 @pytest.mark.slow
@@ -148,7 +157,7 @@ def test_export_of_run_without_checkpoint_is_clear(tiny_pixel_model, tmp_path):
 def test_builtin_prior_end_to_end_short(tmp_path):
     """The README's main command, shortened: the shipped prior loads offline and a mesh comes out."""
     out = _sds("generate", "a red sphere", "steps=30", f"output_dir={tmp_path}", "export.resolution=48",
-               "export.video_frames=4", "--no-progress", timeout=600)
+               "export.preview_resolution=32", "--no-progress", timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     (glb,) = tmp_path.glob("*/*/result/model.glb")
     assert glb.stat().st_size > 1000
@@ -167,128 +176,117 @@ def test_sample_grid(tiny_pixel_model, tmp_path, scheduler, steps):
     assert scheduler in out.stderr
 
 
-def test_density_tv_term_smooths_the_grid_in_a_training_step(tiny_pixel_model, tmp_path):
+def _silent(rgb, labels, p, gen):
+    """No SDS gradient: only the regularisers (and redistancing) move the field."""
     from sds.guidance.sds import SDSOutput
-    from sds.train import train_step
 
-    def silent(rgb, labels, p, gen):  # no SDS gradient: only the regularisers move the field
-        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
-
-    def one_step(*extra):  # a density field: the sdf default's eikonal term would move the grid too
-        trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=density", *extra), torch.device("cpu"))
-        with torch.no_grad():
-            trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
-        before = (trainer.field.grid.detach().clone(), trainer.field.density_tv().item())
-        train_step(trainer, silent)
-        return before, (trainer.field.grid.detach(), trainer.field.density_tv().item())
-
-    (grid0, tv0), (grid1, tv1) = one_step("reg.density_tv=10")
-    assert tv1 < tv0
-    (grid0, _), (grid1, _) = one_step()  # default weight 0: nothing else acts at step 0, so nothing moves
-    assert torch.equal(grid0, grid1)
+    return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
 
 
 def test_eikonal_term_straightens_the_sdf_in_a_training_step(tiny_pixel_model, tmp_path):
-    from sds.guidance.sds import SDSOutput
     from sds.train import train_step
 
-    def silent(rgb, labels, p, gen):  # no SDS gradient: only the regularisers move the field
-        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
-
-    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "reg.eikonal=1",
+    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.geometry.eikonal=1",
                                 "reg.opacity_entropy=0"), torch.device("cpu"))
+    fine = trainer.field.geometry_grids[0]
     with torch.no_grad():
-        trainer.field.grid[0, 0] = torch.randn(trainer.field.grid.shape[2:], generator=torch.Generator().manual_seed(0))
+        fine[0, 0] = torch.randn(fine.shape[2:], generator=torch.Generator().manual_seed(0))
     before = trainer.field.eikonal().item()
-    train_step(trainer, silent)
+    train_step(trainer, _silent)
     assert trainer.field.eikonal().item() < before
 
 
-def test_redistancing_resets_the_sdf_every_n_steps(tiny_pixel_model, tmp_path):
-    from sds.guidance.sds import SDSOutput
+def test_redistancing_resets_the_sdf_every_n_steps_in_the_stages_that_ask_for_it(tiny_pixel_model, tmp_path):
     from sds.train import train_step
 
-    def silent(rgb, labels, p, gen):  # no SDS gradient: the field moves only by redistancing
-        return SDSOutput(loss=rgb.sum() * 0, grad_norm=0.0, timesteps=torch.zeros(len(labels)))
-
-    blur_ramp = "field.redistance_blur_voxels={start: 0, end: 1.5, start_step: 2, end_step: 6}"
-    depth_ramp = "render.color_depth_gradient_scale={start: 0, end: 1, start_step: 1, end_step: 5}"
-    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.redistance_every=2",
-                                "reg.opacity_entropy=0", "reg.eikonal=0", blur_ramp, depth_ramp), torch.device("cpu"))
+    # Built-in stages over 12 steps: shape (redistance: true) for steps 0-3, texture (redistance: false) after.
+    trainer = make_trainer(_cfg(tiny_pixel_model, tmp_path, "field.geometry=sdf", "field.geometry.redistance_every=2",
+                                "reg.opacity_entropy=0", "field.geometry.eikonal=0",
+                                "render.color_depth_gradient_scale=0.5"), torch.device("cpu"))
     field = trainer.field
-    blurs = []
+    resets = []
     reset = field.redistance
-    field.redistance = lambda blur_voxels: blurs.append(blur_voxels) or reset(blur_voxels)
+    field.redistance = lambda: resets.append(trainer.step) or reset()
     with torch.no_grad():  # twice the start sphere's distance: the same surface, |grad d| = 2
-        field.grid[0, 0] = field.start_sphere_sdf(field.lattice) / field.cfg.sdf_scale
+        field.geometry_grids[0][0, 0] = field.start_sphere_sdf(field.lattice) / field.geometry.scale
     eikonal = [field.eikonal().item()]
-    depth_scales = []
+    settings = []
     render = trainer.renderer.render
-    trainer.renderer.render = lambda *a, **kw: depth_scales.append(kw["color_depth_gradient_scale"]) or render(*a, **kw)
-    for _ in range(4):
-        train_step(trainer, silent)
+    trainer.renderer.render = lambda cams, h, w, s, *a, **kw: settings.append(s) or render(cams, h, w, s, *a, **kw)
+    for _ in range(8):
+        train_step(trainer, _silent)
         eikonal.append(field.eikonal().item())
     assert eikonal[0] == pytest.approx(1.0, abs=0.05) and eikonal[1] == pytest.approx(eikonal[0], abs=0.05)
     assert eikonal[2] < 0.02  # reset after step 2, not after step 1
-    assert blurs == [0.0, 0.75]  # the blur ramp's value at steps 2 and 4
-    assert depth_scales == [0.0, 0.0, 0.25, 0.5]  # the renderer renders step k with the ramp's value at k
+    assert resets == [2, 4]  # after steps 2 and 4 (the shape stage); none in the texture stage (steps 5-8)
+    # Each step renders with its stage's shading and the configured gradient scales.
+    assert [s.shading for s in settings] == ["albedo"] * 4 + ["lambertian"] * 4
+    assert all(s.perturb and s.color_depth_gradient_scale == 0.5 and s.normal_gradient_scale == 0 for s in settings)
 
 
-def test_frozen_density_keeps_the_shape_while_the_albedo_trains(tiny_pixel_model, tmp_path):
+def test_the_texture_stage_moves_the_geometry_at_its_lr_scale(tiny_pixel_model, tmp_path):
     from sds.train import train_step
 
-    def two_steps(*extra, steps=2):
+    def one_step(*extra, at=4):
+        """One step from step `at` of a fresh trainer: the grids before and after, and each role's rate scale."""
         cfg = _cfg(tiny_pixel_model, tmp_path, *extra)
         trainer = make_trainer(cfg, torch.device("cpu"))
+        trainer.step = at
         guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
-        before = [p.detach().clone() for p in (trainer.field.grid, *trainer.field.coarse)]
-        for _ in range(steps):  # a second step has Adam momentum from the first
-            train_step(trainer, guidance)
-        lr = next(g["lr"] for g in trainer.optimizer.param_groups if g["name"] == "grid")
-        return before, [p.detach() for p in (trainer.field.grid, *trainer.field.coarse)], lr / cfg.optim.lr_grid
+        field = trainer.field
+        before = [p.detach().clone() for p in (*field.geometry_grids, *field.albedo_grids)]
+        train_step(trainer, guidance)
+        after = [p.detach().clone() for p in (*field.geometry_grids, *field.albedo_grids)]
+        scales = {g["role"]: g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups}
+        levels = len(field.geometry_grids)
+        return before[:levels], after[:levels], before[levels:], after[levels:], scales
 
-    before, after, lr_scale = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=0",
-                                        "optim.texture_lr_scale=3")
-    assert all(torch.equal(b[:, 0], a[:, 0]) for b, a in zip(before, after))  # density: every level untouched
-    assert not torch.equal(before[0][:, 1:], after[0][:, 1:])  # albedo trained
-    assert lr_scale == pytest.approx(3.0)  # at the texture stage's rate
-    before, after, lr_scale = two_steps("optim.freeze_density_from=null")
-    assert not torch.equal(before[0][:, 0], after[0][:, 0])  # without the freeze the density trains
-    assert lr_scale == 1.0
-    # texture_density_step: the density keeps that fraction of the step it would take (1: as if not frozen)
-    before, full, _ = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=1", steps=1)
-    _, quarter, _ = two_steps("optim.freeze_density_from=0", "optim.texture_density_step=0.25", steps=1)
-    for b, f, q in zip(before, full, quarter):
-        assert (f[:, 0] - b[:, 0]).abs().max() > 0
-        assert torch.allclose(q[:, 0] - b[:, 0], 0.25 * (f[:, 0] - b[:, 0]), atol=1e-6)
-        assert torch.equal(q[:, 1:], f[:, 1:])  # the albedo takes its whole step either way
-    # as a ramp, the fraction is the ramp's value at the step being taken (step 0: its start)
-    _, ramped, _ = two_steps("optim.freeze_density_from=0",
-                             "optim.texture_density_step={start: 0.25, end: 1, start_step: 1, end_step: 2}", steps=1)
-    assert all(torch.equal(r, q) for r, q in zip(ramped, quarter))
+    # Built-in stages over 12 steps: step 4 is the texture stage's first, its geometry at 0.3 of its rate.
+    geo0, slow, alb0, alb_slow, scales = one_step()
+    assert scales["geometry"] == pytest.approx(0.3) and scales["albedo"] == 1.0
+    full_texture = ("stages=[{name: shape, until: 0.3333, shading: albedo, guidance_scale: 50},"
+                    " {name: texture, until: 1.0, shading: lit, guidance_scale: 25, redistance: false}]")
+    geo0_full, full, alb0_full, alb_full, scales = one_step(full_texture)
+    assert scales["geometry"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(geo0, geo0_full))  # the same start, the same gradient
+    # Adam's first step is lr * sign(grad): the geometry takes 0.3 of the step it takes at the full rate, on every
+    # level, and the albedo takes its whole step either way.
+    for b, s, f in zip(geo0, slow, full):
+        assert (f - b).abs().max() > 0
+        assert torch.allclose(s - b, 0.3 * (f - b), atol=1e-6)
+    assert all(torch.equal(s, f) for s, f in zip(alb_slow, alb_full))
+    assert any(not torch.equal(b, a) for b, a in zip(alb0, alb_slow))  # the albedo trained
+    # A stage that holds the geometry (lr_scale.geometry: 0) leaves every level of it untouched.
+    frozen = ("stages=[{name: texture, until: 1.0, shading: lit, guidance_scale: 25, lr_scale: {geometry: 0},"
+              " redistance: false}]")
+    geo0, held, alb0, alb_held, scales = one_step(frozen, at=0)
+    assert scales["geometry"] == 0 and all(torch.equal(b, a) for b, a in zip(geo0, held))
+    assert any(not torch.equal(b, a) for b, a in zip(alb0, alb_held))
+    # The shape stage (step 0 of the built-in stages) trains the geometry at the full rate.
+    _, _, _, _, scales = one_step(at=0)
+    assert scales == {"geometry": 1.0, "albedo": 1.0}
 
 
-def test_no_textureless_views_once_the_density_is_frozen():
+def test_textureless_views_follow_the_stages():
     from sds.schedule import plan
     from sds.train import pick_shading
 
-    def shadings(*extra):
-        cfg = load_config(None, ["render.albedo_warmup_steps=2", "render.textureless_prob=1", *extra], prompt="a")
-        gen = torch.Generator().manual_seed(0)
-        return [pick_shading(plan(cfg, step), gen) for step in range(6)]
-
-    assert shadings() == ["albedo"] * 2 + ["textureless"] * 4
-    # a grey view trains only the density: with it frozen from step 4 those views would be wasted
-    assert shadings("optim.freeze_density_from=4") == ["albedo"] * 2 + ["textureless"] * 2 + ["lambertian"] * 2
+    stages = ("stages=[{name: shape, until: 0.3333, shading: albedo}, {name: grey, until: 0.6667, shading: lit,"
+              " textureless_prob: 1}, {name: texture, until: 1.0, shading: lit, textureless_prob: 0}]")
+    cfg = load_config(None, ["steps=6", stages], prompt="a")
+    gen = torch.Generator().manual_seed(0)
+    assert [pick_shading(plan(cfg, step), gen) for step in range(6)] == (
+        ["albedo"] * 2 + ["textureless"] * 2 + ["lambertian"] * 2)
 
 
 def test_a_hash_grid_field_trains(tiny_pixel_model, tmp_path):
-    # The texture-stage code must stay out of the way of fields without a separate density grid.
+    # The stages' per-role rates must work for fields without separate geometry and albedo grids.
     from sds.train import train_step
 
-    cfg = _cfg(tiny_pixel_model, tmp_path, "field.kind=hashgrid", "field.hash_levels=2", "field.hash_log2_table_size=10",
-               "field.hash_max_resolution=16", "field.hidden_dim=8")
+    cfg = _cfg(tiny_pixel_model, tmp_path, "field.encoding=hashgrid", "field.encoding.levels=2",
+               "field.encoding.log2_table_size=10", "field.encoding.max_resolution=16", "field.encoding.hidden_dim=8")
     trainer = make_trainer(cfg, torch.device("cpu"))
+    assert type(trainer.field).__name__ == "HashGridField"
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
     before = [p.detach().clone() for p in trainer.field.parameters()]
     train_step(trainer, guidance)

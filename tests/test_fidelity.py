@@ -138,13 +138,14 @@ def test_cfg_benchmark_measures_agreement_and_chroma(tmp_path):
 def test_cfg_benchmark_can_vary_only_the_texture_stage_scale():
     from cfg_scale import scale_override
 
-    from sds.config import Ramp, load_config
+    from sds.config import load_config
 
-    default = Ramp(50.0, 25.0, 150, 151)
-    whole = load_config(None, [scale_override(10.0, default, False)], prompt="x").guidance.guidance_scale
-    texture = load_config(None, [scale_override(10.0, default, True)], prompt="x").guidance.guidance_scale
-    assert whole.at(0) == whole.at(400) == 10.0
-    assert (texture.at(0), texture.at(400)) == (50.0, 10.0)  # the shape stage keeps the default's scale
+    default = load_config(None, [], prompt="x").stages
+    whole = load_config(None, [scale_override(10.0, default, False)], prompt="x").stages
+    texture = load_config(None, [scale_override(10.0, default, True)], prompt="x").stages
+    assert [s.guidance_scale for s in whole] == [10.0, 10.0]
+    assert [s.guidance_scale for s in texture] == [50.0, 10.0]  # the shape stage keeps the default's scale
+    assert [s.until for s in texture] == [s.until for s in default]
 
 
 @pytest.mark.slow

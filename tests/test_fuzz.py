@@ -23,7 +23,10 @@ def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-KEYS = [*_leaf_keys(to_dict(RunConfig())), "seed", "steps", "model", "no_such_key", "guidance.nope", "camera"]
+# The default config's keys, plus the variants' own (a bare kind or a key of the other kind) and misspellings.
+KEYS = [*_leaf_keys(to_dict(RunConfig())), "seed", "steps", "model", "no_such_key", "guidance.nope", "camera",
+        "field.encoding", "field.geometry", "field.encoding.levels", "field.encoding.max_resolution",
+        "field.geometry.blob_density", "field.geometry.activation", "stages.lr_scale"]
 SCALARS = st.one_of(st.integers(-(10**20), 10**20), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
                     st.text(max_size=12), st.none())
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3)).map(
@@ -75,6 +78,7 @@ def test_generate_rejects_bad_input_in_one_line_and_writes_nothing(prompt, overr
 def test_non_finite_floats_never_reach_a_run(value):
     from sds.config import ConfigError
 
-    for key in ("guidance.t_min", "optim.lr_grid", "field.sdf_beta", "export.bake_depth"):
+    for key in ("guidance.t_anneal_until", "optim.lr_grid", "field.geometry.beta", "render.random_background_prob",
+                "reg.opacity_entropy.end"):
         with pytest.raises(ConfigError, match="finite"):
             load_config(None, [f"{key}={yaml.safe_dump(value).split()[0]}"], prompt="a red cube")

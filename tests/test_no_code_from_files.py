@@ -38,7 +38,7 @@ def test_the_exploit_really_runs_code_when_unpickled(tmp_path):
 
 def _run_folder(tmp_path, tiny_pixel_model):
     cfg = load_config(None, [f"model={tiny_pixel_model}", f"output_dir={tmp_path / 'out'}", "steps=4",
-                             "field.grid_resolution=16", "render.resolution=16", "camera.batch_size=1"],
+                             "field.encoding.resolution=16", "render.resolution=16", "camera.batch_size=1"],
                       prompt="a red cube")
     return Run.create(cfg)
 

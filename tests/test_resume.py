@@ -17,8 +17,8 @@ from sds.run import Run
 from sds.train import load_checkpoint, make_trainer, read_checkpoint, train
 
 SMALL = ["steps=12", "checkpoint_every=4", "preview_every=100", "render.resolution=16", "camera.batch_size=2",
-         "render.samples_per_ray=16", "field.grid_resolution=16", "render.albedo_warmup_steps=4",
-         "export.resolution=32", "export.video=false", "export.preview_resolution=32", "export.texture_size=64"]
+         "render.samples_per_ray=16", "field.encoding.resolution=16", "export.resolution=32",
+         "export.video=false", "export.preview_resolution=32", "export.texture_size=64"]
 
 
 def _tensors_equal(a, b) -> bool:

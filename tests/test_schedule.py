@@ -1,13 +1,11 @@
-"""plan(cfg, step): everything that varies over a run, checked at the default schedule's boundaries."""
+"""plan(cfg, step): everything that varies over a run, checked at the stage boundaries and with steps doubled."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from sds.config import load_config
-from sds.schedule import lr_factor, plan
+from sds.config import LrScale, Ramp, load_config
+from sds.schedule import at_step, plan, ramp_at, stage_bounds, stage_table, t_range_at
 
 
 @pytest.fixture(scope="module")
@@ -20,47 +18,59 @@ def test_the_default_two_stage_schedule_at_its_boundaries(default):
     first, last_shape, first_texture, last = (plan(default, s) for s in (0, 149, 150, 449))
     assert (first.stage, last_shape.stage, first_texture.stage, last.stage) == ("shape", "shape", "texture", "texture")
     assert (first.shading, last_shape.shading, first_texture.shading) == ("albedo", "albedo", "lit")
-    assert first_texture.textureless_prob == 0  # grey views would train only the (nearly frozen) density
-    assert (last_shape.density_step, first_texture.density_step, last.density_step) == (1.0, 0.3, 0.3)
-    # The guidance scale switches one step after the stage (Ramp(50, 25, 150, 151): 50 at step 150 itself).
-    assert [plan(default, s).guidance_scale for s in (0, 150, 151, 449)] == [50, 50, 25, 25]
-    # The entropy ramp rises over the shape stage: 0 until step 50, 1000 from step 150.
+    assert first_texture.textureless_prob == 0  # grey views would train only the slowed geometry
+    assert (last_shape.lr_scale, first_texture.lr_scale) == (LrScale(), LrScale(geometry=0.3))
+    assert [plan(default, s).guidance_scale for s in (0, 149, 150, 449)] == [50, 50, 25, 25]
+    # The entropy ramp rises over the shape stage: 0 until step 50 (1/9), 1000 from step 150 (1/3).
     assert [plan(default, s).reg_weights["opacity_entropy"] for s in (0, 50, 100, 150, 449)] == [0, 0, 500, 1000, 1000]
     assert all(plan(default, s).reg_weights["eikonal"] == 0.1 for s in (0, 150, 449))
 
 
+@pytest.mark.parametrize("steps", [450, 900, 100])
+def test_doubling_or_shrinking_steps_scales_every_stage_and_ramp(steps):
+    cfg = load_config(None, [f"steps={steps}"], prompt="a red cube")
+    boundary = round(steps / 3)
+    assert [(s.name, begin, end) for s, begin, end in stage_bounds(cfg)] == [
+        ("shape", 0, boundary), ("texture", boundary, steps)]
+    assert plan(cfg, boundary - 1).stage == "shape" and plan(cfg, boundary).stage == "texture"
+    assert plan(cfg, boundary - 1).guidance_scale == 50 and plan(cfg, boundary).guidance_scale == 25
+    assert plan(cfg, round(steps / 9)).reg_weights["opacity_entropy"] == 0
+    assert plan(cfg, boundary).reg_weights["opacity_entropy"] == 1000
+
+
 def test_redistancing_follows_every_25th_step_and_stops_in_the_texture_stage(default):
-    after = [s + 1 for s in range(default.steps) if plan(default, s).redistance_blur_voxels is not None]
+    after = [s + 1 for s in range(default.steps) if plan(default, s).redistance]
     assert after == [25, 50, 75, 100, 125, 150]  # step 149 ends the shape stage and still redistances
 
 
 def test_t_range_anneals_over_a_fraction_of_the_run_so_doubling_steps_stretches_it(default):
     doubled = load_config(None, ["steps=900"], prompt="a red cube")
-    assert plan(default, 0).t_range == pytest.approx((0.3, 0.98))
-    assert plan(default, 56).t_range == pytest.approx(plan(doubled, 112).t_range)  # half-way through the anneal
-    end = default.guidance.anneal_fraction * default.steps
-    assert plan(default, math.ceil(end)).t_range == pytest.approx((0.02, 0.5))
-    assert plan(doubled, math.ceil(end)).t_range[1] > 0.5  # still annealing in the longer run
+    assert t_range_at(default, 0) == pytest.approx((0.3, 0.98))
+    assert t_range_at(default, 56) == pytest.approx(t_range_at(doubled, 112))  # half-way through the anneal
+    lo, hi = t_range_at(default, 56)  # 56 / 112.5 of the way from (0.3, 0.98) to (0.02, 0.5)
+    assert (lo, hi) == pytest.approx((0.3 - 0.28 * 56 / 112.5, 0.98 - 0.48 * 56 / 112.5))
+    assert t_range_at(default, 113) == pytest.approx((0.02, 0.5))  # 0.25 of 450 = 112.5
+    assert t_range_at(doubled, 113)[1] > 0.5  # still annealing in the longer run
 
 
-def test_learning_rate_scale_is_the_decay_times_the_texture_stage_scale():
-    cfg = load_config(None, ["steps=100", "optim.lr_final_fraction=0.2", "optim.lr_decay_start=0.5",
-                             "optim.texture_lr_scale=3", "optim.freeze_density_from=50"], prompt="a")
-    assert plan(cfg, 49).lr_scale == 1.0
-    assert plan(cfg, 50).lr_scale == pytest.approx(3.0)
-    assert plan(cfg, 99).lr_scale == pytest.approx(3 * 0.2)
-    assert lr_factor(cfg, 99) == pytest.approx(0.2)
+def test_a_fraction_lands_on_the_nearest_step():
+    assert (at_step(0.3333, 450), at_step(0.1111, 450), at_step(0.2, 5000), at_step(1.0, 7)) == (150, 50, 1000, 7)
+
+
+def test_ramp_at_its_endpoints_and_midpoint():
+    r = Ramp(0.0, 1.0, 0.1, 0.2)
+    assert [ramp_at(r, s, 100) for s in (0, 10, 15, 20, 99)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert ramp_at(Ramp(3.0, 3.0), 50, 100) == 3.0
+
+
+def test_a_users_stages_and_the_stage_table():
+    cfg = load_config(None, ["steps=100", "stages=[{name: a, until: 0.5, guidance_scale: 7}, "
+                             "{name: b, shading: albedo, lr_scale: {albedo: 0}}]"], prompt="x")
+    assert [plan(cfg, s).stage for s in (0, 49, 50, 99)] == ["a", "a", "b", "b"]
+    assert plan(cfg, 50).lr_scale.albedo == 0 and plan(cfg, 50).guidance_scale == 100
+    lines = stage_table(cfg).splitlines()
+    assert lines[1].split()[:4] == ["a", "0-49", "lit", "7"] and lines[2].split()[:3] == ["b", "50-99", "albedo"]
 
 
 def test_plan_is_pure(default):
     assert plan(default, 123) == plan(default, 123)
-
-
-def test_learning_rate_decay_is_constant_then_half_a_cosine_to_the_final_fraction():
-    cfg = load_config(None, ["steps=50", "optim.lr_final_fraction=0.2", "optim.lr_decay_start=0.5"], prompt="a")
-    assert lr_factor(cfg, 0) == 1.0 and lr_factor(cfg, 25) == 1.0  # constant through the first half
-    assert lr_factor(cfg, 37) == pytest.approx(0.6)  # half-way down the cosine: midway between 1 and 0.2
-    assert lr_factor(cfg, 49) == pytest.approx(0.2)  # the last step
-    values = [lr_factor(cfg, s) for s in range(50)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
-    assert lr_factor(load_config(None, ["steps=50"], prompt="a"), 49) == 1.0  # default: constant

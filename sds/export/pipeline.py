@@ -36,6 +36,18 @@ SCENE_BOX_WARNING = "export: the surface reaches the edge of the scene box and i
 
 MESH_FORMATS = ("glb", "obj", "ply")
 
+CHUNK_SIZE = 65536
+"""Points per field query while sampling the grid and baking (bounds memory)."""
+BLUR_VOXELS = 1.0
+"""Gaussian blur (sigma, voxels) of the density grid before the iso-level: voxel noise would become handles."""
+MIN_COMPONENT_FRACTION = 0.05
+"""Connected components with fewer faces than this fraction of the largest are floaters, dropped."""
+BAKE_DEPTH = 0.06
+"""Half-length (world units) of the ray along each normal whose composited albedo a texel gets: the colour a
+camera facing the surface sees in the NeRF, wherever the iso-level cuts the rendered layer."""
+ROUGHNESS = 0.8
+VIDEO_FRAMES = 36
+
 
 @torch.no_grad()
 def export_result(
@@ -65,31 +77,28 @@ def export_result(
     device = _field_device(field)
     with _timed(timings, "grid"):
         grid = sample_density_grid(
-            field.density, bound, cfg.resolution, cfg.chunk_size, show_progress, device
+            field.density, bound, cfg.resolution, CHUNK_SIZE, show_progress, device
         )
-        grid = blur(grid, cfg.blur_voxels)
+        grid = blur(grid, BLUR_VOXELS)
     with _timed(timings, "threshold"):
         if cfg.threshold is None:
-            level, iou = auto_iso_level(grid, bound, render_fn, cfg.chunk_size)
+            level, iou = auto_iso_level(grid, bound, render_fn, CHUNK_SIZE)
         else:
             level, iou = float(cfg.threshold), None
-    if cfg.fill_hidden:
-        with _timed(timings, "fill_hidden"):
-            grid = fill_hidden(grid, level)
+    with _timed(timings, "fill_hidden"):  # never seen from outside, enclosed pockets only add inner shells
+        grid = fill_hidden(grid, level)
     with _timed(timings, "marching_cubes"):
         vertices, faces = extract_surface(grid, bound, level)
     with _timed(timings, "cleanup"):
-        mesh = clean_mesh(
-            vertices, faces, cfg.min_component_fraction, cfg.fill_holes, cfg.smooth_iterations, cfg.max_faces
-        )
+        mesh = clean_mesh(vertices, faces, MIN_COMPONENT_FRACTION, cfg.max_faces)
     _check_not_a_speck(mesh.vertices, bound)
     touches_bound = reaches_bound(mesh.vertices, bound, grid_spacing(bound, cfg.resolution))
     if touches_bound:
         logger.warning("%s ([-%g, %g]^3), so the mesh's flat sides are the box's, not the object's (the NeRF grew "
                        "to fill its box)", SCENE_BOX_WARNING, bound, bound)
     with _timed(timings, "texture"):
-        color_fn = surface_color_fn(field, cfg.bake_depth)
-        chunk = max(1, cfg.chunk_size // samples_per_point(cfg.bake_depth))
+        color_fn = surface_color_fn(field, BAKE_DEPTH)
+        chunk = max(1, CHUNK_SIZE // samples_per_point(BAKE_DEPTH))
         textured = bake_texture(mesh, color_fn, cfg.texture_size, chunk, device)
     center, scale = unit_box_transform(textured.vertices) if cfg.normalize else (np.zeros(3), 1.0)
     textured = replace(textured, vertices=(textured.vertices - center) * scale)
@@ -150,7 +159,7 @@ def _write_files(
     with _timed(timings, "write"):
         if "glb" in cfg.formats:
             files["glb"] = folder / "model.glb"
-            write_glb(mesh, files["glb"], cfg.roughness)
+            write_glb(mesh, files["glb"], ROUGHNESS)
         if "obj" in cfg.formats:
             files["obj"] = folder / "model.obj"
             files["mtl"], files["texture"] = write_obj(mesh, files["obj"])
@@ -162,7 +171,7 @@ def _write_files(
         write_preview(render_fn, bound, files["preview"], cfg.preview_resolution)
     if cfg.video:
         with _timed(timings, "video"):
-            files["video"] = write_turntable(render_fn, bound, folder, cfg.video_frames, cfg.video_resolution)
+            files["video"] = write_turntable(render_fn, bound, folder, VIDEO_FRAMES, cfg.preview_resolution)
     return files
 
 

@@ -16,9 +16,6 @@ from sds.lattice import grid_spacing
 
 logger = logging.getLogger(__name__)
 
-# Taubin's shrink (lambda) and inflate (nu) factors: 0 < 1/lambda - 1/nu < 0.1 keeps the volume.
-TAUBIN_LAMBDA = 0.5
-TAUBIN_NU = 0.52
 
 
 def extract_surface(grid: torch.Tensor, bound: float, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -108,27 +105,19 @@ def clean_mesh(
     vertices: np.ndarray,
     faces: np.ndarray,
     min_component_fraction: float,
-    fill_holes: bool,
-    smooth_iterations: int,
     max_faces: int,
 ) -> trimesh.Trimesh:
-    """Floater removal, optional hole filling and Taubin smoothing, then decimation (0 = none).
+    """Floater removal and hole filling, then decimation (0 = none).
 
-    vertices [V, 3], faces [F, 3] in world units. Each smoothing iteration is one shrink and one
-    inflate pass (Taubin), which smooths without shrinking the object. Raises EmptySceneError if no
-    face survives.
+    vertices [V, 3], faces [F, 3] in world units. Raises EmptySceneError if no face survives.
     """
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # merges duplicate vertices
     if len(mesh.faces) == 0:
         raise EmptySceneError("empty scene: marching cubes produced no faces")
     if min_component_fraction > 0:
         mesh = drop_small_components(mesh, min_component_fraction)
-    if fill_holes and not mesh.is_watertight:
+    if not mesh.is_watertight:
         trimesh.repair.fill_holes(mesh)
-    if smooth_iterations > 0:
-        trimesh.smoothing.filter_taubin(
-            mesh, lamb=TAUBIN_LAMBDA, nu=TAUBIN_NU, iterations=2 * smooth_iterations
-        )
     if max_faces > 0 and len(mesh.faces) > max_faces:
         mesh = decimate(mesh, max_faces)
         # Edge collapses can leave zero-area faces and split off slivers: clean once more.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from sds.export.interfaces import DensityAlbedoField
-from sds.render.compositing import accumulate, composite_weights
+from sds.render.compositing import along_rays, composite_weights
 
 SEEN_SAMPLES = 12  # samples along each normal: a step of depth / 6
 MIN_SEEN_OPACITY = 1e-3  # below this the normal ray sees nothing: keep the albedo at the point
@@ -45,7 +45,7 @@ def surface_color_fn(field: DensityAlbedoField, depth: float) -> Callable[[torch
         deltas = torch.full_like(density, 2 * depth / (SEEN_SAMPLES - 1))
         weights, _ = composite_weights(density, deltas)
         opacity = weights.sum(-1, keepdim=True)
-        seen = accumulate(weights, field.albedo(flat).reshape(len(points), SEEN_SAMPLES, 3))
+        seen = along_rays(weights, field.albedo(flat).reshape(len(points), SEEN_SAMPLES, 3))
         seen = seen / opacity.clamp(min=MIN_SEEN_OPACITY)
         return torch.where(opacity > MIN_SEEN_OPACITY, seen, at_point)
 

@@ -38,4 +38,5 @@ class MLPBackground(nn.Module):
         return torch.sigmoid(self.mlp(encoded))
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
-        return [{"params": list(self.parameters()), "lr": cfg.lr_background, "name": "background"}]
+        lr = cfg.lr_background
+        return [{"params": list(self.parameters()), "lr": lr, "initial_lr": lr, "role": "background"}]

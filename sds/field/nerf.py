@@ -1,8 +1,11 @@
 """NeRF fields: density (from a logit with a centred fog ball, or from a signed distance) and albedo.
 
 Two kinds behind one interface (``query`` / ``density`` / ``albedo`` / ``param_groups``):
-- ``GridField``: a dense voxel grid of 4 channels read with trilinear ``grid_sample`` (cheap on CPU);
+- ``GridField``: dense voxel grids (geometry and albedo apart) read with trilinear ``grid_sample`` (cheap on CPU);
 - ``HashGridField``: a multi-resolution hash encoding + small MLP heads (Instant-NGP style).
+
+Parameters come in groups with a role, "geometry" or "albedo", so a stage can train one faster than the other
+(``StageConfig.lr_scale``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sds.config import FieldConfig, OptimConfig
+from sds.config import FieldConfig, OptimConfig, SdfGeometry
 from sds.field.encoding import HashGridEncoding
 from sds.lattice import grid_axis, grid_spacing
 
 log = logging.getLogger(__name__)
+
+NORMAL_EPS = 0.02
+"""Step (world units) of the central differences that give normals."""
 
 
 def laplace_density(sdf: torch.Tensor, beta: float) -> torch.Tensor:
@@ -38,6 +44,8 @@ class NeRFField(nn.Module):
     def __init__(self, cfg: FieldConfig):
         super().__init__()
         self.cfg = cfg
+        self.geometry = cfg.geometry
+        self.is_sdf = isinstance(cfg.geometry, SdfGeometry)
         self.bound = cfg.bound
         self.albedo_offset = float(np.log(cfg.albedo_init / (1 - cfg.albedo_init)))  # logit: sigmoid(0 + it) = init
 
@@ -47,7 +55,7 @@ class NeRFField(nn.Module):
     def blob(self, points: torch.Tensor) -> torch.Tensor:
         """[N] density-logit bias: blob_density at the centre, falling linearly, 0 at blob_radius."""
         r = points.pow(2).sum(-1).sqrt()
-        return self.cfg.blob_density * (1 - r / self.cfg.blob_radius)
+        return self.geometry.blob_density * (1 - r / self.cfg.blob_radius)
 
     def start_sphere_sdf(self, points: torch.Tensor) -> torch.Tensor:
         """[N] signed distance to the start sphere of the sdf geometry (radius blob_radius)."""
@@ -55,18 +63,18 @@ class NeRFField(nn.Module):
 
     def signed_distance(self, raw_channel: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """[N] the sdf geometry's distance: the field's channel 0 (scaled) plus the start sphere."""
-        return self.cfg.sdf_scale * raw_channel + self.start_sphere_sdf(points)
+        return self.geometry.scale * raw_channel + self.start_sphere_sdf(points)
 
     def activate_density(self, logit: torch.Tensor) -> torch.Tensor:
-        if self.cfg.density_activation == "exp":
+        if self.geometry.activation == "exp":
             return torch.exp(logit.clamp(max=15))
         return F.softplus(logit)
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points [N, 3] (world) -> density [N] (>= 0, per world unit), albedo [N, 3] in [0, 1]."""
         raw = self.raw(points)
-        if self.cfg.geometry == "sdf":
-            density = laplace_density(self.signed_distance(raw[:, 0], points), self.cfg.sdf_beta)
+        if self.is_sdf:
+            density = laplace_density(self.signed_distance(raw[:, 0], points), self.geometry.beta)
         else:
             density = self.activate_density(raw[:, 0] + self.blob(points))
         inside = (points.abs() <= self.bound).all(-1)
@@ -82,10 +90,10 @@ class NeRFField(nn.Module):
         """[N, 3] unit normals by central differences: the normalised gradient of the signed distance (sdf
         geometry) or minus that of the density. A crisp sdf density is flat inside and outside its thin band,
         so its own gradient would give random normals wherever a sample misses the band."""
-        eps = self.cfg.normal_eps
+        eps = NORMAL_EPS
         offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
         shifted = torch.cat([points + offsets[:, None] * s for s in (1, -1)]).reshape(-1, 3)  # [6N, 3]
-        if self.cfg.geometry == "sdf":
+        if self.is_sdf:
             outward = self.signed_distance(self.raw(shifted)[:, 0], shifted)
         else:
             outward = -self.density(shifted)
@@ -94,53 +102,55 @@ class NeRFField(nn.Module):
         return grad / grad.pow(2).sum(-1, keepdim=True).add(1e-12).sqrt()
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
+        """Adam's groups, each with a "role" (geometry / albedo) that stages scale and its base rate
+        ("initial_lr", as torch's schedulers name it)."""
         raise NotImplementedError
 
 
+def _group(params, lr: float, role: str) -> dict:
+    return {"params": list(params), "lr": lr, "initial_lr": lr, "role": role}
+
+
 class GridField(NeRFField):
+    """Geometry (1 channel) and albedo (3 channels) each as a fine grid plus coarser grids summed onto it: one
+    coarse voxel moves a whole region, so SDS can reshape the start globally instead of voxel by voxel."""
+
     def __init__(self, cfg: FieldConfig):
         super().__init__(cfg)
-        r = cfg.grid_resolution
-        self.grid = nn.Parameter(torch.zeros(1, 4, r, r, r))
-        levels = [c for c in cfg.coarse_resolutions if c < r]
-        if len(levels) < len(cfg.coarse_resolutions):
-            log.info("coarse grid levels %s are not coarser than grid_resolution %d: left out",
-                     [c for c in cfg.coarse_resolutions if c >= r], r)
-        self.coarse = nn.ParameterList([nn.Parameter(torch.zeros(1, 4, c, c, c)) for c in levels])
+        r = cfg.encoding.resolution
+        levels = [c for c in cfg.encoding.coarse_resolutions if c < r]
+        if len(levels) < len(cfg.encoding.coarse_resolutions):
+            log.info("coarse grid levels %s are not coarser than the grid's resolution %d: left out",
+                     [c for c in cfg.encoding.coarse_resolutions if c >= r], r)
+        self.geometry_grids = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, c, c, c)) for c in (r, *levels)])
+        self.albedo_grids = nn.ParameterList([nn.Parameter(torch.zeros(1, 3, c, c, c)) for c in (r, *levels)])
         axis = grid_axis(self.bound, r)
         lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).flip(-1)  # [z, y, x, (x, y, z)]
         self.register_buffer("lattice", lattice, persistent=False)
-        if cfg.init_noise > 0:  # from torch's global generator, which make_trainer seeds with the run seed
-            coarsest = min(self.coarse, key=lambda g: g.shape[-1]) if levels else self.grid
-            with torch.no_grad():
-                coarsest[:, 0].add_(cfg.init_noise * torch.randn_like(coarsest[:, 0]))
+
+    @staticmethod
+    def _summed(grids: nn.ParameterList) -> torch.Tensor:
+        """The fine grid plus every coarse grid upsampled onto it."""
+        fine, *coarse = grids
+        size = fine.shape[2:]
+        return sum((F.interpolate(g, size=size, mode="trilinear", align_corners=True) for g in coarse), fine)
 
     def full_grid(self) -> torch.Tensor:
-        """The fine grid plus every coarse grid upsampled onto it (one grid_sample per query, not one per level)."""
-        size = self.grid.shape[2:]
-        return sum((F.interpolate(g, size=size, mode="trilinear", align_corners=True) for g in self.coarse), self.grid)
+        """[1, 4, r, r, r]: geometry and albedo summed over levels (one grid_sample per query, not one per level)."""
+        return torch.cat([self._summed(self.geometry_grids), self._summed(self.albedo_grids)], dim=1)
 
     def raw(self, points: torch.Tensor) -> torch.Tensor:
         coords = (points / self.bound).view(1, -1, 1, 1, 3)
         out = F.grid_sample(self.full_grid(), coords, mode="bilinear", padding_mode="border", align_corners=True)
         return out.view(4, -1).T
 
-    def density_logits(self) -> list[torch.Tensor]:
-        """Views of the density channel of the fine grid and of every coarse grid (the albedo is channels 1-3)."""
-        return [g[:, 0] for g in (self.grid, *self.coarse)]
-
-    def density_tv(self) -> torch.Tensor:
-        """Mean squared difference of the density logit between neighbouring voxels of the summed grid."""
-        logit = self.full_grid()[0, 0]
-        return sum(torch.diff(logit, dim=d).pow(2).mean() for d in range(3)) / 3
-
     @property
     def voxel_size(self) -> float:
-        return grid_spacing(self.bound, self.grid.shape[-1])
+        return grid_spacing(self.bound, self.geometry_grids[0].shape[-1])
 
     def lattice_distance(self) -> torch.Tensor:
         """[r, r, r] the sdf geometry's distance at the voxels (indexed z, y, x like the grid)."""
-        return self.signed_distance(self.full_grid()[0, 0], self.lattice)
+        return self.signed_distance(self._summed(self.geometry_grids)[0, 0], self.lattice)
 
     def eikonal(self) -> torch.Tensor:
         """mean((|grad d| - 1)^2) of the sdf geometry's distance over the voxel lattice (forward differences)."""
@@ -152,25 +162,20 @@ class GridField(NeRFField):
         return (norm - 1).pow(2).mean()
 
     @torch.no_grad()
-    def redistance(self, blur_voxels: float = 0.0) -> bool:
+    def redistance(self) -> bool:
         """Make the sdf geometry's channel a true distance to its own zero level set again (|grad d| = 1).
 
         SDS drives the distance towards whatever renders right, and a flat plateau near 0 inside renders as
         opaque as a surface: a fog that meshes into handles (docs/tuning.md, sweep 10). The eikonal penalty is
         too weak to undo that at weights that leave the shape alone. Resetting the distance keeps the surface
         and drops the plateau. Voxels next to the surface keep their sub-voxel crossing (d / |grad d|); every
-        other voxel gets its distance to the closest surface point (foot) of such a voxel. With
-        blur_voxels the distance is blurred first, which smooths the surface a little. The result
-        goes into the fine level, so the coarse levels keep their values. Returns False (and changes nothing)
-        when the lattice has no surface: all inside or all outside.
-
-        blur_voxels: standard deviation (voxels) of a Gaussian blur of the distance before the reset."""
-        from scipy.ndimage import distance_transform_edt, gaussian_filter
+        other voxel gets its distance to the closest surface point (foot) of such a voxel. The result goes into
+        the fine level, so the coarse levels keep their values. Returns False (and changes nothing) when the
+        lattice has no surface: all inside or all outside."""
+        from scipy.ndimage import distance_transform_edt
 
         h = self.voxel_size
         d = self.lattice_distance().double().cpu().numpy()
-        if blur_voxels > 0:  # damps bumps a few voxels wide and pinches off thin handles
-            d = gaussian_filter(d, blur_voxels, mode="nearest")
         inside = d < 0
         band = np.zeros_like(inside)
         for axis in range(3):  # voxels with a 6-neighbour on the other side of the surface
@@ -201,26 +206,39 @@ class GridField(NeRFField):
                 distance2 = np.where(closer, candidate2, distance2)
         distance = h * np.sqrt(distance2)
         new = np.where(band, near, np.where(inside, -distance, distance))
-        new = torch.from_numpy(new).to(self.grid)
-        coarse = self.full_grid()[0, 0] - self.grid[0, 0]
-        self.grid[0, 0] = (new - self.start_sphere_sdf(self.lattice)) / self.cfg.sdf_scale - coarse
+        fine = self.geometry_grids[0]
+        new = torch.from_numpy(new).to(fine)
+        coarse = self._summed(self.geometry_grids)[0, 0] - fine[0, 0]
+        fine[0, 0] = (new - self.start_sphere_sdf(self.lattice)) / self.geometry.scale - coarse
         return True
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
-        return [{"params": [self.grid, *self.coarse], "lr": cfg.lr_grid, "name": "grid"}]
+        return [_group(self.geometry_grids.parameters(), cfg.lr_grid, "geometry"),
+                _group(self.albedo_grids.parameters(), cfg.lr_grid, "albedo")]
+
+
+HASH_FEATURES_PER_LEVEL = 2
+HASH_BASE_RESOLUTION = 8
 
 
 class HashGridField(NeRFField):
+    """Hash-grid features -> an MLP trunk -> a geometry head and an albedo head. The shared features and trunk
+    train with the geometry (a texture stage that slows the geometry leaves the albedo head at full rate)."""
+
     def __init__(self, cfg: FieldConfig):
         super().__init__(cfg)
-        self.encoding = HashGridEncoding(cfg.hash_levels, cfg.hash_features_per_level, cfg.hash_log2_table_size,
-                                         cfg.hash_base_resolution, cfg.hash_max_resolution)
-        self.mlp = nn.Sequential(nn.Linear(self.encoding.output_dim, cfg.hidden_dim), nn.ReLU(),
-                                 nn.Linear(cfg.hidden_dim, 4))
+        e = cfg.encoding
+        self.encoding = HashGridEncoding(e.levels, HASH_FEATURES_PER_LEVEL, e.log2_table_size, HASH_BASE_RESOLUTION,
+                                         e.max_resolution)
+        self.trunk = nn.Sequential(nn.Linear(self.encoding.output_dim, e.hidden_dim), nn.ReLU())
+        self.geometry_head = nn.Linear(e.hidden_dim, 1)
+        self.albedo_head = nn.Linear(e.hidden_dim, 3)
 
     def raw(self, points: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.encoding((points / self.bound + 1) / 2))
+        h = self.trunk(self.encoding((points / self.bound + 1) / 2))
+        return torch.cat([self.geometry_head(h), self.albedo_head(h)], dim=-1)
 
     def param_groups(self, cfg: OptimConfig) -> list[dict]:
-        return [{"params": list(self.encoding.parameters()), "lr": cfg.lr_grid, "name": "grid"},
-                {"params": list(self.mlp.parameters()), "lr": cfg.lr_mlp, "name": "mlp"}]
+        return [_group(self.encoding.parameters(), cfg.lr_grid, "geometry"),
+                _group([*self.trunk.parameters(), *self.geometry_head.parameters()], cfg.lr_mlp, "geometry"),
+                _group(self.albedo_head.parameters(), cfg.lr_mlp, "albedo")]

@@ -105,4 +105,4 @@ class Guidance:
             predict = partial(self.predict_noise, cond=cond, scale=scale, labels=labels)
         t = sample_timesteps(p.t_range, self.alphas_cumprod.shape[0], x.shape[0], generator)
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-        return score_distillation(x, predict, self.alphas_cumprod, t, noise, self.cfg.weighting, self.cfg.grad_clip)
+        return score_distillation(x, predict, self.alphas_cumprod, t, noise, self.cfg.weighting)

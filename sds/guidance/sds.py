@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from sds.schedule import t_max_at, t_min_at  # noqa: F401  (re-exported: the t schedule lives with the others)
-
 
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: ``eps_u + s * (eps_c - eps_u)`` (s = 1: conditional model alone)."""
@@ -134,7 +132,6 @@ def score_distillation(
     t: torch.Tensor,
     noise: torch.Tensor,
     weighting: str,
-    grad_clip: float | None = None,
 ) -> SDSOutput:
     """One SDS evaluation on x [B, C, H, W] (in the model's input range) at integer timesteps t [B] with the
     noise eps [B, C, H, W] (both given, as to diffusers' ``add_noise``: the caller draws them).
@@ -153,7 +150,5 @@ def score_distillation(
         if not torch.isfinite(grad).all():  # a broken guidance signal is a failed run, never a silent zero
             raise FloatingPointError(f"the SDS gradient is not finite at t = {t.tolist()} (the model's output "
                                      "overflowed or is NaN)")
-        if grad_clip is not None:
-            grad = grad.clamp(-grad_clip, grad_clip)
     grad_norm = float(grad.flatten(1).pow(2).sum(1).sqrt().mean())
     return SDSOutput(sds_loss(x, grad.to(x.dtype)), grad_norm, t)

@@ -1,7 +1,8 @@
 """Procedural training images for the built-in prior: sphere-traced primitives, Lambertian shading.
 
-Deterministic from a seed. Cameras, lights and shading follow the SDS defaults (``sds.config.CameraConfig``
-and ``sds.field.shading``), so what the NeRF renders during distillation looks like what the prior saw.
+Deterministic from a seed. The cameras are the world's own (the built-in recipe's training cameras are the
+same), and lights and shading are ``sds.field.shading``'s, so what the NeRF renders during distillation looks
+like what the prior saw.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from sds.cameras import camera_rays, sample_orbit_cameras, view_label
-from sds.config import CameraConfig, RenderConfig
-from sds.field.shading import lambertian, sample_light_positions
+from sds.field.shading import AMBIENT, LIGHT_JITTER_DEG, lambertian, sample_light_positions
 from sds.prior.world import BACKGROUND_RGB, COLORS, SDF, SHAPES
 
 
@@ -25,12 +25,11 @@ class DataConfig:
     images_per_caption: int = 1000
     resolution: int = 32  # stored images are resolution x resolution
     supersample: int = 2  # rendered at resolution * supersample, then average-pooled (anti-aliasing)
-    # Cameras, light and shading are the SDS defaults by construction: the prior sees what the NeRF will show.
-    radius_range: tuple[float, float] = CameraConfig.radius_range
-    elevation_range_deg: tuple[float, float] = CameraConfig.elevation_range_deg
-    fov_range_deg: tuple[float, float] = CameraConfig.fov_range_deg
-    light_jitter_deg: float = CameraConfig.light_jitter_deg
-    ambient: float = RenderConfig.ambient
+    radius_range: tuple[float, float] = (2.3, 2.7)
+    elevation_range_deg: tuple[float, float] = (-10.0, 60.0)
+    fov_range_deg: tuple[float, float] = (36.0, 44.0)
+    light_jitter_deg: float = LIGHT_JITTER_DEG
+    ambient: float = AMBIENT
     seed: int = 0
 
 

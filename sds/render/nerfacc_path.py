@@ -1,4 +1,5 @@
-"""CUDA path: nerfacc's occupancy grid skips empty space, packed rays are composited by nerfacc.
+"""CUDA sampler: nerfacc's occupancy grid skips empty space; its packed samples are composited by
+``sds.render.renderer.render_samples`` like the dense ones.
 
 nerfacc's estimator and packed compositing are CUDA-only (its extension is JIT-compiled on first use);
 ``VolumeRenderer`` only takes this path on a CUDA device. The pure-torch path is the reference.
@@ -12,8 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from sds.field.shading import shade
-from sds.render.compositing import accumulate_color
+from sds.render.compositing import RaySamples
 
 
 def make_estimator(bound: float, device: torch.device, resolution: int = 64):
@@ -59,14 +59,9 @@ def refresh_estimator(estimator, field, samples_per_ray: int) -> None:
                                    ema_decay=0.0, warmup_steps=1, n=1)
 
 
-def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray: int, shading: str,
-                        ambient: float, perturb: bool, min_shading_weight: float,
-                        normal_gradient_scale: float = 1.0, color_depth_gradient_scale: float = 1.0,
-                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    from nerfacc import accumulate_along_rays, render_weight_from_density
-
-    n_rays = origins.shape[0]
-
+def packed_samples(estimator, field, origins: torch.Tensor, dirs: torch.Tensor, samples_per_ray: int, perturb: bool,
+                   generator: torch.Generator | None = None) -> RaySamples:
+    """Samples only in occupied cells (and where the field is not empty), packed: nerfacc's layout."""
     def sigma_fn(t_starts, t_ends, ray_indices):
         mid = (t_starts + t_ends)[:, None] / 2
         return field.density(origins[ray_indices] + dirs[ray_indices] * mid)
@@ -75,16 +70,4 @@ def render_rays_nerfacc(estimator, field, origins, dirs, light, samples_per_ray:
         ray_indices, t_starts, t_ends = estimator.sampling(
             origins, dirs, sigma_fn=sigma_fn, render_step_size=_step_size(field, samples_per_ray),
             stratified=perturb, alpha_thre=0.0)
-    mid = (t_starts + t_ends) / 2
-    points = origins[ray_indices] + dirs[ray_indices] * mid[:, None]
-    density, albedo = field.query(points)
-    weights, _, _ = render_weight_from_density(t_starts, t_ends, density, ray_indices=ray_indices, n_rays=n_rays)
-    color, orientation = shade(field, points[:, None], albedo[:, None], weights[:, None], dirs[ray_indices],
-                               light[ray_indices], shading, ambient, min_shading_weight, normal_gradient_scale)
-    return {
-        "rgb": accumulate_color(weights, color[:, 0], color_depth_gradient_scale, ray_indices, n_rays),
-        "opacity": accumulate_along_rays(weights, None, ray_indices=ray_indices, n_rays=n_rays)[:, 0],
-        "depth": accumulate_along_rays(weights, mid[:, None], ray_indices=ray_indices, n_rays=n_rays)[:, 0],
-        "orientation": accumulate_along_rays(torch.ones_like(weights), orientation[:, None],
-                                             ray_indices=ray_indices, n_rays=n_rays)[:, 0],
-    }
+    return RaySamples((t_starts + t_ends) / 2, t_ends - t_starts, ray_indices, origins.shape[0])

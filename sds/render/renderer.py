@@ -1,7 +1,8 @@
 """The volume renderer: cameras -> rays -> samples -> field -> shading -> composited image.
 
-Two sampling paths with one output: pure torch (stratified samples in the scene cube; every device) and
-nerfacc's occupancy grid with packed rays (CUDA only; ``sds.render.nerfacc_path``).
+Two samplers with one compositing path: pure torch (stratified samples in the scene cube, dense; every
+device) and nerfacc's occupancy grid (packed samples; CUDA only, ``sds.render.nerfacc_path``). Whatever the
+sampler, ``render_samples`` queries the field, shades and composites the same way.
 """
 
 from __future__ import annotations
@@ -14,21 +15,12 @@ import torch
 from sds.cameras import Cameras, camera_rays
 from sds.errors import UserError
 from sds.field.shading import TRAIN_MIN_SHADING_WEIGHT, shade
-from sds.render.compositing import accumulate_color, composite_weights
+from sds.render.compositing import RaySamples, accumulate_color, along_rays, sample_weights
 from sds.render.samplers import ray_aabb, stratified_samples
 
 log = logging.getLogger(__name__)
 
 SHADINGS = ("albedo", "lambertian", "textureless")
-
-
-@dataclass
-class RenderOutput:
-    rgb: torch.Tensor  # [B, H, W, 3] in [0, 1], composited over the background
-    opacity: torch.Tensor  # [B, H, W]
-    depth: torch.Tensor  # [B, H, W] expected distance along the ray (0 where empty)
-    orientation: torch.Tensor  # scalar: mean over rays of sum_i w_i * max(0, n_i . d)^2 (0 for albedo shading)
-
 
 VIEW_MIN_SHADING_WEIGHT = 1e-3
 """The same for renders to look at (preview, turntable). The exp field's faint fog gives most samples of a ray
@@ -36,35 +28,70 @@ a weight of 1e-4..1e-3; leaving them unlit changes a trained sphere's frame by a
 and makes it 3x faster (0.86 -> 0.28 s for 128 x 128 on one thread)."""
 
 
-def render_rays_torch(field, origins: torch.Tensor, dirs: torch.Tensor, light_pos: torch.Tensor,
-                      samples_per_ray: int, shading: str, ambient: float, perturb: bool,
-                      generator: torch.Generator | None = None,
-                      min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT,
-                      normal_gradient_scale: float = 1.0,
-                      color_depth_gradient_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """Pure-torch path for rays [R, 3]: colour [R, 3] (no background), opacity [R], depth [R], orientation [R]."""
-    near, far = ray_aabb(origins, dirs, field.bound)
-    t, deltas = stratified_samples(near, far, samples_per_ray, perturb, generator)
-    points = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+@dataclass(frozen=True)
+class RenderSettings:
+    """How one render shades and samples."""
+
+    shading: str = "albedo"
+    """"albedo", "lambertian" or "textureless"."""
+    perturb: bool = False
+    """Jitter samples inside their intervals (training) instead of taking their centres."""
+    min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT
+    """Samples lighter than this are not lit (see VIEW_MIN_SHADING_WEIGHT)."""
+    normal_gradient_scale: float = 1.0
+    """Scale of the gradient reaching the geometry through the shading normals (render.normal_gradient_scale)."""
+    color_depth_gradient_scale: float = 1.0
+    """Scale of the gradient through which colour along a ray is seen (render.color_depth_gradient_scale)."""
+
+
+@dataclass
+class RenderOutput:
+    rgb: torch.Tensor  # [B, H, W, 3] in [0, 1], composited over the background
+    opacity: torch.Tensor  # [B, H, W]
+    depth: torch.Tensor  # [B, H, W] expected distance along the ray (0 where empty)
+    backfacing: torch.Tensor  # [B, H, W] sum_i w_i * max(0, n_i . d)^2, weights detached (0 for albedo shading)
+
+
+def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, light: torch.Tensor, samples: RaySamples,
+                   settings: RenderSettings) -> dict[str, torch.Tensor]:
+    """Rays [R, 3] evaluated at `samples`: colour [R, 3] (no background), opacity, depth and backfacing [R]."""
+    if samples.packed:  # one sample per row: [N, 1]
+        idx = samples.ray_indices
+        origins, dirs, light, t = origins[idx], dirs[idx], light[idx], samples.t[:, None]
+    else:
+        t = samples.t
+    points = origins[:, None, :] + t[..., None] * dirs[:, None, :]  # [R, S, 3] or [N, 1, 3]
     density, albedo = field.query(points.reshape(-1, 3))
-    density = density.view(t.shape)
-    weights, _ = composite_weights(density, deltas)
-    color, orientation = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light_pos, shading, ambient,
-                               min_shading_weight, normal_gradient_scale)
-    return {"rgb": accumulate_color(weights, color, color_depth_gradient_scale), "opacity": weights.sum(-1),
-            "depth": (weights * t).sum(-1), "orientation": orientation}
+    density = density.view(t.shape) if not samples.packed else density
+    weights = sample_weights(density, samples).view(t.shape)
+    color, backfacing = shade(field, points, albedo.view(*t.shape, 3), weights, dirs, light, settings.shading,
+                              settings.min_shading_weight, settings.normal_gradient_scale)
+    if samples.packed:  # back to nerfacc's flat layout
+        weights, color, backfacing, t = weights[:, 0], color[:, 0], backfacing[:, 0], t[:, 0]
+        packed = samples
+    else:
+        packed = None
+    return {"rgb": accumulate_color(weights, color, settings.color_depth_gradient_scale, packed),
+            "opacity": along_rays(weights, None, packed),
+            "depth": along_rays(weights * t, None, packed),
+            "backfacing": along_rays(weights.detach() * backfacing, None, packed)}
+
+
+def dense_samples(origins: torch.Tensor, dirs: torch.Tensor, bound: float, samples_per_ray: int, perturb: bool,
+                  generator: torch.Generator | None) -> RaySamples:
+    """samples_per_ray stratified samples per ray inside the scene cube."""
+    near, far = ray_aabb(origins, dirs, bound)
+    t, deltas = stratified_samples(near, far, samples_per_ray, perturb, generator)
+    return RaySamples(t, deltas)
 
 
 class VolumeRenderer:
-    """Renders a field (and background) from cameras; picks the sampling path once and logs it."""
+    """Renders a field (and background) from cameras; picks the sampler once and logs it."""
 
-    def __init__(self, field, background, samples_per_ray: int, ambient: float, sampler: str = "auto",
-                 normal_gradient_scale: float = 1.0):
+    def __init__(self, field, background, samples_per_ray: int, sampler: str = "auto"):
         self.field = field
-        self.normal_gradient_scale = normal_gradient_scale
         self.background = background
         self.samples_per_ray = samples_per_ray
-        self.ambient = ambient
         device = next(iter(field.parameters())).device
         self.field_device = device
         self.path = self._choose_path(sampler, device)
@@ -110,29 +137,25 @@ class VolumeRenderer:
 
             update_estimator(self.estimator, self.field, step, self.samples_per_ray, generator)
 
-    def render(self, cameras: Cameras, height: int, width: int, light_pos: torch.Tensor | None = None,
-               shading: str = "albedo", perturb: bool = False, background_rgb: torch.Tensor | None = None,
+    def render(self, cameras: Cameras, height: int, width: int, settings: RenderSettings = RenderSettings(),
+               light_pos: torch.Tensor | None = None, background_rgb: torch.Tensor | None = None,
                background_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               chunk_rays: int | None = None, min_shading_weight: float = TRAIN_MIN_SHADING_WEIGHT,
-               color_depth_gradient_scale: float = 1.0) -> RenderOutput:
+               chunk_rays: int | None = None) -> RenderOutput:
         """Render B views at height x width. light_pos [B, 3] (default: at each camera).
 
         background_rgb [B, 3] replaces the background model on the views where background_mask [B] is true
-        (all views if no mask): random solid-colour augmentation.
-        chunk_rays bounds memory for large evaluation renders. min_shading_weight: see VIEW_MIN_SHADING_WEIGHT.
-        color_depth_gradient_scale: scale of the gradient through which colour along a ray is seen (the image is
-        the same; render.color_depth_gradient_scale, from the step's plan in training).
+        (all views if no mask): random solid-colour augmentation. chunk_rays bounds memory for large renders.
         """
-        if shading not in SHADINGS:
-            raise ValueError(f"unknown shading {shading!r}; choose from {SHADINGS}")
+        if settings.shading not in SHADINGS:
+            raise ValueError(f"unknown shading {settings.shading!r}; choose from {SHADINGS}")
         origins, dirs = camera_rays(cameras, height, width)
         b = len(cameras)
         light = cameras.position if light_pos is None else light_pos
         light = light[:, None, None, :].expand(b, height, width, 3).reshape(-1, 3)
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
         chunk = chunk_rays or o.shape[0]
-        parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], shading, perturb, generator,
-                                   min_shading_weight, color_depth_gradient_scale) for i in range(0, o.shape[0], chunk)]
+        parts = [self._render_rays(o[i:i + chunk], d[i:i + chunk], light[i:i + chunk], settings, generator)
+                 for i in range(0, o.shape[0], chunk)]
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         bg = self.background(d)
         if background_rgb is not None:
@@ -142,16 +165,14 @@ class VolumeRenderer:
             bg = torch.where(per_ray, solid, bg)
         rgb = out["rgb"] + (1 - out["opacity"][:, None]) * bg
         return RenderOutput(rgb.view(b, height, width, 3), out["opacity"].view(b, height, width),
-                            out["depth"].view(b, height, width), out["orientation"].mean())
+                            out["depth"].view(b, height, width), out["backfacing"].view(b, height, width))
 
-    def _render_rays(self, origins, dirs, light, shading, perturb, generator, min_shading_weight,
-                     color_depth_gradient_scale) -> dict[str, torch.Tensor]:
+    def _render_rays(self, origins, dirs, light, settings: RenderSettings, generator) -> dict[str, torch.Tensor]:
         if self.path == "nerfacc":
-            from sds.render.nerfacc_path import render_rays_nerfacc
+            from sds.render.nerfacc_path import packed_samples
 
-            return render_rays_nerfacc(self.estimator, self.field, origins, dirs, light, self.samples_per_ray,
-                                       shading, self.ambient, perturb, min_shading_weight, self.normal_gradient_scale,
-                                       color_depth_gradient_scale, generator)
-        return render_rays_torch(self.field, origins, dirs, light, self.samples_per_ray, shading, self.ambient,
-                                 perturb, generator, min_shading_weight, self.normal_gradient_scale,
-                                 color_depth_gradient_scale)
+            samples = packed_samples(self.estimator, self.field, origins, dirs, self.samples_per_ray,
+                                     settings.perturb, generator)
+        else:
+            samples = dense_samples(origins, dirs, self.field.bound, self.samples_per_ray, settings.perturb, generator)
+        return render_samples(self.field, origins, dirs, light, samples, settings)

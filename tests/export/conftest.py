@@ -124,7 +124,7 @@ def small_config(**overrides) -> ExportConfig:
     """Settings sized for CPU tests (a few seconds per export)."""
     base = dict(
         resolution=48, threshold=PEAK / 2, formats=("glb",), texture_size=128, video=False,
-        video_frames=6, video_resolution=32, preview_resolution=32, normalize=False,
+        preview_resolution=32, normalize=False,
     )  # fmt: skip
     return ExportConfig(**{**base, **overrides})
 

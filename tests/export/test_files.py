@@ -12,6 +12,7 @@ import trimesh
 from PIL import Image
 
 from sds.export import export_result
+from sds.export.pipeline import ROUGHNESS, VIDEO_FRAMES
 from sds.export.validate import validate_gltf
 
 SEMI_AXES = (0.3, 0.6, 0.4)  # tallest along +Y, so "up" and "unit scale" are both visible in the extents
@@ -21,9 +22,7 @@ TEXTURE_SIZE = 256
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, fakes, make_config):
     """One full export (every format, video on, normalised) shared by this module's tests."""
-    cfg = make_config(
-        formats=("glb", "obj", "ply"), normalize=True, video=True, texture_size=TEXTURE_SIZE, roughness=0.6
-    )
+    cfg = make_config(formats=("glb", "obj", "ply"), normalize=True, video=True, texture_size=TEXTURE_SIZE)
     out_dir = tmp_path_factory.mktemp("export") / "result"
     field = fakes.SdfField(fakes.ellipsoid_sdf(SEMI_AXES))
     return export_result(field, 1.0, fakes.sphere_render_fn(0.5), out_dir, cfg, show_progress=False)
@@ -79,7 +78,7 @@ def test_glb_round_trips_through_trimesh(exported):
     assert len(mesh.vertices) == exported.num_vertices
     assert len(mesh.faces) == exported.faces_after_cleanup
     assert material.baseColorTexture.size == (TEXTURE_SIZE, TEXTURE_SIZE)
-    assert material.metallicFactor == 0.0 and material.roughnessFactor == pytest.approx(0.6)
+    assert material.metallicFactor == 0.0 and material.roughnessFactor == pytest.approx(ROUGHNESS)
     texture_png = np.asarray(Image.open(exported.files["texture"]).convert("RGB"))
     np.testing.assert_array_equal(np.asarray(material.baseColorTexture.convert("RGB")), texture_png)
     normals = np.linalg.norm(mesh.vertex_normals, axis=1)
@@ -120,8 +119,8 @@ def test_preview_and_turntable(exported, make_config):
     preview = iio.imread(exported.files["preview"])
     assert preview.shape == (2 * cfg.preview_resolution, 2 * cfg.preview_resolution, 3)
     frames = np.stack(list(iio.imiter(exported.files["video"], plugin="FFMPEG")))
-    assert frames.shape[0] == cfg.video_frames
-    assert frames.shape[1:3] == (cfg.video_resolution, cfg.video_resolution)
+    assert frames.shape[0] == VIDEO_FRAMES
+    assert frames.shape[1:3] == (cfg.preview_resolution, cfg.preview_resolution)  # the preview's size sizes it
 
 
 def test_glb_passes_the_khronos_validator(exported, node_or_skip):
@@ -130,10 +129,10 @@ def test_glb_passes_the_khronos_validator(exported, node_or_skip):
     assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"]
 
 
-def test_decimated_smoothed_glb_with_odd_texture_passes_the_validator(
+def test_decimated_glb_with_odd_texture_passes_the_validator(
     tmp_path, fakes, make_config, node_or_skip
 ):
-    cfg = make_config(max_faces=500, smooth_iterations=5, texture_size=100, normalize=True)
+    cfg = make_config(max_faces=500, texture_size=100, normalize=True)
     field = fakes.SdfField(fakes.box_sdf((0.4, 0.25, 0.3)))
     out = export_result(field, 1.0, fakes.sphere_render_fn(0.3), tmp_path / "r", cfg, show_progress=False)
     assert out.faces_after_cleanup <= 500

@@ -93,7 +93,7 @@ def test_decimation_respects_max_faces_and_keeps_shape(fakes):
         fakes.SdfField(fakes.sphere_sdf(0.5)).density, 1.0, 48, 65536, show_progress=False
     )
     vertices, faces = extract_surface(grid, 1.0, fakes.PEAK / 2)
-    mesh = clean_mesh(vertices, faces, 0.05, True, smooth_iterations=3, max_faces=800)
+    mesh = clean_mesh(vertices, faces, 0.05, max_faces=800)
     assert len(mesh.faces) <= 800
     assert mesh.is_watertight
     assert np.linalg.norm(mesh.vertices, axis=1).mean() == pytest.approx(0.5, rel=0.02)
@@ -147,8 +147,10 @@ def test_failure_while_writing_leaves_no_files(tmp_path, fakes, make_config, mon
     assert list(tmp_path.iterdir()) == []  # no result folder, no staging folder
 
 
-@pytest.mark.parametrize("bake_depth", [0.0, 0.06])
-def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config, bake_depth):
+def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config, monkeypatch):
+    import sds.export.pipeline as pipeline
+    from sds.export.surface_color import samples_per_point
+
     seen = {"density": [], "albedo": []}
 
     class Recording(fakes.SdfField):
@@ -160,41 +162,44 @@ def test_field_is_queried_in_chunks_without_grad(tmp_path, fakes, make_config, b
             seen["albedo"].append((points.shape[0], torch.is_grad_enabled()))
             return super().albedo(points)
 
-    cfg = make_config(chunk_size=10_000, bake_depth=bake_depth)
+    monkeypatch.setattr(pipeline, "CHUNK_SIZE", 10_000)
     export_result(
-        Recording(fakes.sphere_sdf(0.5)), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg, False
+        Recording(fakes.sphere_sdf(0.5)), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", make_config(), False
     )
     calls = seen["density"] + seen["albedo"]
     assert max(n for n, _ in calls) <= 10_000  # the bake's rays along the normals count too
     assert not any(grad for _, grad in calls)
     density_points = sum(n for n, _ in seen["density"])
-    if bake_depth == 0:
-        assert density_points == 48**3  # the grid only
-        assert max(n for n, _ in seen["albedo"]) > 10_000 // 12  # one query per texel: the whole chunk is used
-    else:  # the grid, then 12 samples per texel and vertex along its normal
-        assert density_points > 48**3 and (density_points - 48**3) % 12 == 0
+    per_point = samples_per_point(pipeline.BAKE_DEPTH)  # the grid, then samples along each texel's normal
+    assert density_points > 48**3 and (density_points - 48**3) % per_point == 0
 
 
-@pytest.mark.parametrize("fill", [True, False])
-def test_enclosed_cavity_is_filled(tmp_path, fakes, make_config, fill):
+def _unfilled_mesh(fakes, sdf) -> trimesh.Trimesh:
+    """What marching cubes makes of the export's grid (resolution 64) without the hidden-space fill."""
+    from sds.export.grid import sample_density_grid
+    from sds.export.pipeline import BLUR_VOXELS
+    from sds.export.surface import blur
+
+    grid = blur(sample_density_grid(fakes.SdfField(sdf).density, 1.0, 64, 65536, show_progress=False), BLUR_VOXELS)
+    return trimesh.Trimesh(*extract_surface(grid, 1.0, fakes.PEAK / 2), process=True)
+
+
+def test_enclosed_cavity_is_filled(tmp_path, fakes, make_config):
     # A ball of radius 0.5 with an empty pocket of radius 0.25 inside: the pocket is never seen, and
     # without filling it marching cubes gives a second, inner shell.
     shell = lambda p: torch.maximum(fakes.sphere_sdf(0.5)(p), -fakes.sphere_sdf(0.25)(p))  # noqa: E731
-    cfg = make_config(formats=("ply",), resolution=64, fill_hidden=fill)
+    unfilled = _unfilled_mesh(fakes, shell)
+    assert len(unfilled.split(only_watertight=False)) == 2
+    assert np.linalg.norm(unfilled.vertices, axis=1).min() < 0.27  # the inner shell is there
+    cfg = make_config(formats=("ply",), resolution=64)
     out = export_result(fakes.SdfField(shell), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
                         show_progress=False)
     mesh = load_merged(out.files["ply"])
-    parts = mesh.split(only_watertight=False)
-    if fill:
-        assert len(parts) == 1 and mesh.is_watertight and mesh.euler_number == 2  # one solid ball, genus 0
-        assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)
-    else:
-        assert len(parts) == 2
-        assert np.linalg.norm(mesh.vertices, axis=1).min() < 0.27  # the inner shell is there
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.euler_number == 2
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)  # one solid ball, genus 0
 
 
-@pytest.mark.parametrize("fill", [True, False])
-def test_hidden_tunnel_is_filled_and_visible_hole_kept(tmp_path, fakes, make_config, fill):
+def test_hidden_tunnel_is_filled_and_visible_hole_kept(tmp_path, fakes, make_config):
     # A U-shaped tunnel in a ball: two straight legs enter from +x (seen along x) and meet through a
     # leg along y deep inside (seen from nowhere). Filled, the handle is gone (genus 0, two dents);
     # left alone it is a handle (genus 1).
@@ -202,13 +207,14 @@ def test_hidden_tunnel_is_filled_and_visible_hole_kept(tmp_path, fakes, make_con
                              fakes.box_sdf((0.25, 0.08, 0.08), center=(0.35, -0.2, 0.0)),
                              fakes.box_sdf((0.08, 0.28, 0.08), center=(0.1, 0.0, 0.0)))
     ball = lambda p: torch.maximum(fakes.sphere_sdf(0.5)(p), -tunnel(p))  # noqa: E731
-    cfg = make_config(formats=("ply",), resolution=64, fill_hidden=fill)
+    assert _unfilled_mesh(fakes, ball).euler_number == 0
+    cfg = make_config(formats=("ply",), resolution=64)
     out = export_result(fakes.SdfField(ball), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
                         show_progress=False)
     mesh = load_merged(out.files["ply"])
     assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight
-    assert mesh.euler_number == (2 if fill else 0)
-    # The legs seen from outside stay open either way: no surface fills the mouth of a leg.
+    assert mesh.euler_number == 2
+    # The legs seen from outside stay open: no surface fills the mouth of a leg.
     mouth = np.abs(mesh.vertices - [0.5, 0.2, 0.0]).max(1) < 0.05
     assert not mouth.any()
 
@@ -219,7 +225,6 @@ def test_torus_hole_is_kept_by_the_hidden_fill(tmp_path, fakes, make_config):
         return (ring**2 + p[..., 1] ** 2).sqrt() - 0.15
 
     cfg = make_config(formats=("ply",), resolution=64)
-    assert cfg.fill_hidden
     out = export_result(fakes.SdfField(torus), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
                         show_progress=False)
     mesh = load_merged(out.files["ply"])

@@ -77,7 +77,7 @@ def test_unlit_render_has_the_same_opacity_and_skips_the_normals():
     from sds.commands import _render_fn
     from sds.config import load_config
 
-    cfg = load_config(None, ["field.grid_resolution=16", "render.samples_per_ray=16"], prompt="a")
+    cfg = load_config(None, ["field.encoding.resolution=16", "render.samples_per_ray=16"], prompt="a")
     field, _, renderer = build_scene(cfg, torch.device("cpu"))
     queried = []
     field.normals = lambda points: queried.append(len(points)) or torch.zeros_like(points)  # count normal queries

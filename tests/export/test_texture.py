@@ -63,7 +63,7 @@ def test_baked_texture_reproduces_a_smooth_albedo_everywhere_on_the_surface(fake
 
     field = fakes.SdfField(fakes.sphere_sdf(0.5), albedo)
     grid = sample_density_grid(field.density, 1.0, 32, 65536, show_progress=False)
-    mesh = clean_mesh(*extract_surface(grid, 1.0, fakes.PEAK / 2), 0.05, True, 0, 0)
+    mesh = clean_mesh(*extract_surface(grid, 1.0, fakes.PEAK / 2), 0.05, 0)
     baked = bake_texture(mesh, surface_color_fn(field, depth=0.0), texture_size=128, chunk_size=65536)
     rng = np.random.default_rng(0)
     bary = rng.dirichlet(np.ones(3), size=len(baked.faces))[:, :, None]  # one random point per face

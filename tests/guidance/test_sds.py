@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sds.config import GuidanceConfig
 from sds.guidance.sds import (
     cfg_combine,
     perp_neg_combine,
@@ -13,8 +12,6 @@ from sds.guidance.sds import (
     sample_timesteps,
     score_distillation,
     sds_weight,
-    t_max_at,
-    t_min_at,
     to_epsilon,
 )
 
@@ -25,29 +22,10 @@ def test_cfg_combine_is_uncond_plus_scaled_difference():
     assert torch.allclose(cfg_combine(u, c, 1.0), c)  # scale 1 is the conditional model alone
 
 
-def test_t_max_anneals_linearly_and_stays():
-    cfg = GuidanceConfig(t_max=0.98, t_max_end=0.5, anneal_fraction=0.5)
-    assert t_max_at(cfg, 0, 100) == pytest.approx(0.98)
-    assert t_max_at(cfg, 25, 100) == pytest.approx(0.74)
-    assert t_max_at(cfg, 50, 100) == pytest.approx(0.5)
-    assert t_max_at(cfg, 99, 100) == pytest.approx(0.5)
-
-
-def test_t_min_anneals_from_its_start_over_the_same_window():
-    cfg = GuidanceConfig(t_min=0.02, t_min_start=0.5, t_max=0.98, t_max_end=0.5, anneal_fraction=0.5)
-    assert t_min_at(cfg, 0, 100) == pytest.approx(0.5)
-    assert t_min_at(cfg, 25, 100) == pytest.approx(0.26)
-    assert t_min_at(cfg, 60, 100) == pytest.approx(0.02)
-    assert t_min_at(GuidanceConfig(t_min=0.1, t_min_start=None), 0, 100) == pytest.approx(0.1)  # unset: t_min throughout
-
-
-@pytest.mark.parametrize("step", [0, 30, 99])
-@pytest.mark.parametrize("t_min_start", [None, 0.6])
-def test_timesteps_within_annealed_range(step, t_min_start):
-    cfg = GuidanceConfig(t_min=0.1, t_min_start=t_min_start, t_max=0.9, t_max_end=0.4, anneal_fraction=0.5)
-    lo, hi = t_min_at(cfg, step, 100), t_max_at(cfg, step, 100)
-    t = sample_timesteps((lo, hi), 1000, 4000, torch.Generator().manual_seed(0))
-    lo, hi = lo * 1000, hi * 1000
+@pytest.mark.parametrize("t_range", [(0.1, 0.9), (0.6, 0.9), (0.02, 0.5)])
+def test_timesteps_cover_exactly_the_range(t_range):
+    t = sample_timesteps(t_range, 1000, 4000, torch.Generator().manual_seed(0))
+    lo, hi = t_range[0] * 1000, t_range[1] * 1000
     assert t.min() >= round(lo) and t.max() <= round(hi)
     assert t.max() >= round(hi) - 5 and t.min() <= round(lo) + 5  # the whole range is used
 
@@ -94,15 +72,12 @@ def test_a_perfect_denoiser_gives_no_gradient():
     assert out.grad_norm == 0 and torch.equal(x.grad, torch.zeros_like(x))
 
 
-def test_grad_clip_clamps_and_a_non_finite_gradient_is_an_error():
+def test_a_non_finite_gradient_is_an_error():
     ab, t, zeros = torch.linspace(0.99, 0.01, 1000), torch.tensor([100, 900]), torch.zeros(2, 3, 4, 4)
     x = torch.zeros(2, 3, 4, 4, requires_grad=True)
     for bad in (float("nan"), float("inf")):  # never zeroed into a run that trains nothing
         with pytest.raises(FloatingPointError, match="not finite"):
             score_distillation(x, lambda x_t, t, bad=bad: torch.full_like(x_t, bad), ab, t, zeros, "uniform")
-    score_distillation(x, lambda x_t, t: 100 * torch.ones_like(x_t), ab, t, zeros, "uniform",
-                       grad_clip=0.01).loss.backward()
-    assert x.grad.abs().max() <= 0.01 / 2 + 1e-9  # clamp, then / B
 
 
 def _noised(seed: int = 0):

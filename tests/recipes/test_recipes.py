@@ -44,8 +44,8 @@ def test_a_stable_diffusion_model_no_longer_gets_the_builtin_prior_s_recipe():
     name, _ = choose_recipe(requested_model(None, overrides), None)
     cfg = load_config(None, overrides, prompt="a castle", recipe=name)
     assert cfg.recipe == "dreamfusion" and cfg.guidance.weighting == "one_minus_alpha_bar"
-    assert cfg.guidance.guidance_scale.start == cfg.guidance.guidance_scale.end == 100  # not the prior's 50 -> 25
-    assert cfg.guidance.t_min_start is None and cfg.field.geometry == "density"
+    assert [s.guidance_scale for s in cfg.stages] == [100, 100]  # not the prior's 50 -> 25
+    assert cfg.guidance.t_start == (0.02, 0.98) and cfg.field.geometry.kind == "density"
 
 
 def test_the_model_is_read_from_the_config_file_and_the_overrides(tmp_path):
@@ -68,9 +68,9 @@ def test_layers_recipe_then_config_file_then_overrides(tmp_path):
 
 def test_a_users_recipe_file(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("description: fewer steps\nfor: me\nconfig:\n  steps: 90\n  guidance:\n    guidance_scale: 30\n")
+    path.write_text("description: fewer steps\nfor: me\nconfig:\n  steps: 90\n  stages:\n    - {guidance_scale: 30}\n")
     cfg = load_config(None, [], prompt="a", recipe=str(path))
-    assert cfg.recipe == str(path.resolve()) and cfg.steps == 90 and cfg.guidance.guidance_scale.end == 30
+    assert cfg.recipe == str(path.resolve()) and cfg.steps == 90 and cfg.stages[0].guidance_scale == 30
     assert load_config(None, [f"recipe={cfg.recipe}"], prompt="a", recipe=cfg.recipe) == cfg  # found again
 
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sds.config import GuidanceConfig, Ramp, constant
+from sds.config import GuidanceConfig, StageConfig
 from sds.guidance.load import ModelLoadError, load_guidance, resolve_model
 from sds.guidance.sds import sample_timesteps, sds_weight
 
+ONE_STAGE = (StageConfig(guidance_scale=7.5),)
 
-def _plan(guidance_cfg: GuidanceConfig, step: int = 0, steps: int = 10):
-    """The step plan of a `steps`-step run with this guidance config."""
+
+def _plan(guidance_cfg: GuidanceConfig, step: int = 0, steps: int = 10, stages=ONE_STAGE):
+    """The step plan of a `steps`-step run with this guidance config (one stage at guidance scale 7.5)."""
     from sds.config import RunConfig
     from sds.schedule import plan
 
-    return plan(RunConfig(steps=steps, guidance=guidance_cfg), step)
+    return plan(RunConfig(steps=steps, guidance=guidance_cfg, stages=stages), step)
 
 
 def _expected_grad(guidance, images_bchw, labels, seed):
@@ -37,7 +39,7 @@ def _expected_grad(guidance, images_bchw, labels, seed):
 @pytest.mark.parametrize("fixture", ["tiny_pixel_model", "tiny_latent_model", "tiny_if_model", "tiny_sdxl_model"])
 def test_render_gradient_is_the_sds_pullback(fixture, request):
     folder = request.getfixturevalue(fixture)
-    cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5), t_max_end=0.98)
+    cfg = GuidanceConfig(model=str(folder), t_end=(0.02, 0.98))
     guidance, warnings = load_guidance(cfg, "a red cube", torch.device("cpu"))
     assert warnings == []
     size = guidance.image_size
@@ -53,23 +55,26 @@ def test_render_gradient_is_the_sds_pullback(fixture, request):
     assert all(p.grad is None and not p.requires_grad for p in guidance.unet.parameters())
 
 
-def test_guidance_scale_ramp_is_read_at_the_step(tiny_pixel_model):
-    """A ramped guidance scale gives, at each step, the gradient of the constant scale it has reached there."""
-    def grad(scale, step):
-        cfg = GuidanceConfig(model=str(tiny_pixel_model), guidance_scale=scale, t_max_end=0.98)
-        guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+def test_each_stage_guides_at_its_own_scale(tiny_pixel_model):
+    """In a two-stage run a step of the second stage gets the gradient of that stage's scale."""
+    cfg = GuidanceConfig(model=str(tiny_pixel_model), t_end=(0.02, 0.98))
+    guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+
+    def grad(stages, step):
         rgb = torch.full((2, 16, 16, 3), 0.5, requires_grad=True)
-        guidance(rgb, [None, None], _plan(cfg, step), torch.Generator().manual_seed(1)).loss.backward()
+        plan = _plan(cfg, step, 10, stages)
+        guidance(rgb, [None, None], plan, torch.Generator().manual_seed(1)).loss.backward()
         return rgb.grad
 
-    ramp = Ramp(start=7.5, end=2.0, start_step=0, end_step=10)
-    assert torch.allclose(grad(ramp, 5), grad(constant(4.75), 5), atol=1e-7)
-    assert not torch.allclose(grad(ramp, 5), grad(constant(7.5), 5), atol=1e-5)
+    two = (StageConfig("a", until=0.5, guidance_scale=7.5), StageConfig("b", guidance_scale=2.0))
+    assert torch.allclose(grad(two, 5), grad((StageConfig(guidance_scale=2.0),), 5), atol=1e-7)
+    assert torch.allclose(grad(two, 4), grad((StageConfig(guidance_scale=7.5),), 4), atol=1e-7)
+    assert not torch.allclose(grad(two, 5), grad((StageConfig(guidance_scale=7.5),), 5), atol=1e-5)
 
 
 def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     """For a pixel model at native size x = 2*rgb - 1, so dL/drgb = 2 * w(t)(eps_hat - eps) / B."""
-    cfg = GuidanceConfig(model=str(tiny_pixel_model), t_max_end=0.98, weighting="one_minus_alpha_bar")
+    cfg = GuidanceConfig(model=str(tiny_pixel_model), t_end=(0.02, 0.98), weighting="one_minus_alpha_bar")
     guidance, _ = load_guidance(cfg, "a blue torus", torch.device("cpu"))
     rgb = torch.rand(3, 16, 16, 3, requires_grad=True)
     guidance(rgb, [None] * 3, _plan(cfg), torch.Generator().manual_seed(0)).loss.backward()
@@ -80,7 +85,7 @@ def test_pixel_gradient_is_twice_sds_grad_for_native_size(tiny_pixel_model):
     ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
         eps_hat = guidance.predict_noise(ab.sqrt() * x + (1 - ab).sqrt() * eps, t,
-                                         guidance.embeddings.for_views([None] * 3), guidance.cfg.guidance_scale.at(0))
+                                         guidance.embeddings.for_views([None] * 3), _plan(cfg).guidance_scale)
     expected = 2 * (1 - ab) * (eps_hat - eps) / 3
     assert torch.allclose(rgb.grad.permute(0, 3, 1, 2), expected, atol=1e-6)
 
@@ -126,7 +131,7 @@ def test_a_v_prediction_model_output_is_converted_to_epsilon(fixture, request, t
     from sds.guidance.sds import guided_noise
 
     folder = _with_prediction_type(request.getfixturevalue(fixture), tmp_path, "v_prediction")
-    cfg = GuidanceConfig(model=str(folder), guidance_scale=constant(7.5))
+    cfg = GuidanceConfig(model=str(folder))
     guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
     assert guidance.prediction_type == "v_prediction"
     gen = torch.Generator().manual_seed(0)

@@ -1,0 +1,219 @@
+"""NeRF fields: the start shapes, coarse levels, albedo init, parameter groups, the sdf geometry's density,
+eikonal penalty and redistancing."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sds.config import DensityGeometry, FieldConfig, GridEncoding, HashGridEncoding, SdfGeometry
+from sds.field.nerf import GridField, HashGridField
+from sds.render.renderer import RenderSettings, dense_samples, render_samples
+
+
+def _grid(resolution: int, coarse: tuple[int, ...], geometry=None, **kw) -> GridField:
+    return GridField(FieldConfig(encoding=GridEncoding(resolution=resolution, coarse_resolutions=coarse),
+                                 geometry=geometry or SdfGeometry(), **kw))
+
+
+def test_blob_init_is_a_ball():
+    field = GridField(FieldConfig(geometry=DensityGeometry(blob_density=10.0), blob_radius=0.5))
+    d = field.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.45, 0.0], [0.0, 0.8, 0.0], [1.5, 0, 0]]))
+    assert d[0] > d[1] > d[2] and d[2] < 0.1 and d[3] == 0
+
+
+def test_coarse_grids_add_to_the_fine_grid_and_spread_gradients():
+    field = _grid(16, (4,), DensityGeometry(blob_density=0.0))
+    points = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():  # a constant coarse grid is a constant offset everywhere
+        field.geometry_grids[1].fill_(0.5)
+        field.albedo_grids[1].fill_(0.5)
+        field.albedo_grids[0][0, 0] = torch.linspace(-1, 1, 16)[None, None, :]  # albedo logit varies with x
+    raw = field.raw(points)
+    assert torch.allclose(raw[:, 0], torch.full((50,), 0.5), atol=1e-6)
+    assert torch.allclose(raw[:, 1], points[:, 0] + 0.5, atol=1e-5)
+    # A step on one point's gradient moves the field 0.3 away through the coarse grid, not through the fine one.
+    near, far = torch.tensor([[0.1, 0.1, 0.1]]), torch.tensor([[0.4, 0.1, 0.1]])
+    field.raw(near)[:, 0].sum().backward()
+    assert all(g.grad is None or not g.grad.any() for g in field.albedo_grids)  # geometry only
+    before = field.raw(far)[:, 0].detach()
+    with torch.no_grad():
+        field.geometry_grids[0].sub_(field.geometry_grids[0].grad)
+    assert torch.allclose(field.raw(far)[:, 0], before)
+    with torch.no_grad():
+        field.geometry_grids[1].sub_(field.geometry_grids[1].grad)
+    assert float(before - field.raw(far)[:, 0].detach()) > 0.1
+
+
+def test_coarse_levels_not_coarser_than_the_grid_are_left_out():
+    field = _grid(12, (8, 16), DensityGeometry())
+    assert [g.shape for g in field.geometry_grids] == [(1, 1, 12, 12, 12), (1, 1, 8, 8, 8)]
+    assert [g.shape for g in field.albedo_grids] == [(1, 3, 12, 12, 12), (1, 3, 8, 8, 8)]
+    assert field.full_grid().shape == (1, 4, 12, 12, 12)
+
+
+def test_hashgrid_field_normals_point_outwards():
+    field = HashGridField(FieldConfig(encoding=HashGridEncoding(levels=4, max_resolution=32),
+                                      geometry=DensityGeometry()))
+    points = torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.3, 0.0]])
+    n = field.normals(points)
+    assert torch.allclose(n, points / points.norm(dim=-1, keepdim=True), atol=0.05)
+
+
+@pytest.mark.parametrize("kind", ["grid", "hashgrid"])
+def test_albedo_init_sets_the_start_albedo_and_moves_with_the_logits(kind):
+    import dataclasses
+
+    from sds.build import build_field
+
+    torch.manual_seed(0)
+    encoding = (GridEncoding(resolution=12, coarse_resolutions=()) if kind == "grid"
+                else HashGridEncoding(levels=2, log2_table_size=10, max_resolution=16))
+    cfg = FieldConfig(encoding=encoding, albedo_init=0.8)
+    field = build_field(cfg)
+    points = torch.rand(64, 3) * 2 - 1
+    if kind == "grid":  # the grid starts at zero logits: the albedo is exactly the init
+        assert torch.allclose(field.albedo(points), torch.full((64, 3), 0.8))
+        with torch.no_grad():
+            field.albedo_grids[0][0, 2] = torch.logit(torch.tensor(0.1)) - torch.logit(torch.tensor(0.8))
+        assert torch.allclose(field.albedo(points)[:, 2], torch.full((64,), 0.1), atol=1e-6)
+    else:  # the MLP head's random start is offset from the init, not centred on grey
+        grey = build_field(dataclasses.replace(cfg, albedo_init=0.5))
+        grey.load_state_dict(field.state_dict())
+        offset = torch.logit(field.albedo(points)) - torch.logit(grey.albedo(points))
+        assert torch.allclose(offset, torch.full_like(offset, float(torch.logit(torch.tensor(0.8)))), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["grid", "hashgrid"])
+def test_param_groups_split_geometry_and_albedo_by_role(kind):
+    # Every parameter is in exactly one group; a step with the albedo's lr scale at 0 (as a stage sets it)
+    # leaves every albedo parameter as it was and moves every geometry parameter that got a gradient.
+    from sds.config import LrScale, OptimConfig
+    from sds.train import optimizer_step
+
+    torch.manual_seed(0)
+    if kind == "grid":
+        field = _grid(12, (4,), DensityGeometry())
+        geometry, albedo = list(field.geometry_grids), list(field.albedo_grids)
+    else:
+        field = HashGridField(FieldConfig(encoding=HashGridEncoding(levels=2, log2_table_size=10, max_resolution=16),
+                                          geometry=DensityGeometry()))
+        geometry = [*field.encoding.parameters(), *field.trunk.parameters(), *field.geometry_head.parameters()]
+        albedo = list(field.albedo_head.parameters())
+    groups = field.param_groups(OptimConfig())
+    by_role = {role: [p for g in groups if g["role"] == role for p in g["params"]] for role in ("geometry", "albedo")}
+    assert {g["role"] for g in groups} == {"geometry", "albedo"}
+    assert all(g["initial_lr"] == g["lr"] > 0 for g in groups)
+    assert {id(p) for p in by_role["geometry"]} == {id(p) for p in geometry}
+    assert {id(p) for p in by_role["albedo"]} == {id(p) for p in albedo}
+    assert len(by_role["geometry"]) + len(by_role["albedo"]) == len(list(field.parameters()))
+
+    optimizer = torch.optim.Adam(groups)
+    before = [p.detach().clone() for p in field.parameters()]
+    points = torch.rand(256, 3) * 1.6 - 0.8
+    density, colour = field.query(points)
+    (density.sum() + colour.sum()).backward()
+    assert all(p.grad is not None and p.grad.any() for p in albedo)  # the albedo did get a gradient
+    optimizer_step(SimpleNamespace(optimizer=optimizer), SimpleNamespace(lr_scale=LrScale(albedo=0.0)))
+    assert all(g["lr"] == (0 if g["role"] == "albedo" else g["initial_lr"]) for g in optimizer.param_groups)
+    after = dict(zip(map(id, field.parameters()), field.parameters()))
+    old = dict(zip(map(id, field.parameters()), before))
+    assert all(torch.equal(after[id(p)], old[id(p)]) for p in albedo)
+    moved = [not torch.equal(after[id(p)], old[id(p)]) for p in geometry if p.grad is not None and p.grad.any()]
+    assert moved and all(moved)
+
+
+def test_laplace_density_of_a_signed_distance():
+    from sds.field.nerf import laplace_density
+
+    beta = 0.05
+    sdf = torch.tensor([-10.0, -0.1, 0.0, 0.1, 10.0])
+    expected = torch.tensor([1.0, 1 - 0.5 * math.exp(-2), 0.5, 0.5 * math.exp(-2), 0.0]) / beta
+    assert torch.allclose(laplace_density(sdf, beta), expected, atol=1e-6)
+
+
+def test_sdf_field_starts_as_a_crisp_sphere_with_radial_normals():
+    beta, radius = 0.02, 0.5
+    field = GridField(FieldConfig(geometry=SdfGeometry(beta=beta), blob_radius=radius))
+    d = field.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, radius, 0.0], [radius + 0.1, 0.0, 0.0]]))
+    assert torch.allclose(d, torch.tensor([1 / beta, 0.5 / beta, 0.5 * math.exp(-0.1 / beta) / beta]), rtol=1e-4)
+    # Normals come from the distance, so they are radial inside and outside the thin band alike.
+    points = torch.tensor([[0.2, 0.0, 0.0], [0.0, -0.7, 0.0], [0.3, 0.3, -0.3]])
+    assert torch.allclose(field.normals(points), points / points.norm(dim=-1, keepdim=True), atol=1e-4)
+    # A ray through the centre crosses 2 * radius of density 1 / beta: opaque. One passing 0.1 outside meets
+    # only the Laplace tail 0.5 exp(-d / beta) / beta, d = sqrt(0.6^2 + s^2) - 0.5 along it: integrate that.
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, radius + 0.1, 3.0]])
+    dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    samples = dense_samples(origins, dirs, field.bound, 512, perturb=False, generator=None)
+    out = render_samples(field, origins, dirs, origins, samples, RenderSettings("albedo"))
+    s = torch.linspace(-1, 1, 20001, dtype=torch.float64)
+    tail = 0.5 * torch.exp(-((0.6**2 + s**2).sqrt() - radius) / beta) / beta
+    expected = 1 - math.exp(-float(torch.trapezoid(tail, s)))
+    assert out["opacity"][0] > 0.999
+    assert float(out["opacity"][1].detach()) == pytest.approx(expected, rel=0.02) and 0.03 < expected < 0.06
+
+
+def test_eikonal_is_zero_for_a_distance_and_one_for_twice_a_distance():
+    field = _grid(24, (8,), SdfGeometry(scale=0.5))
+    assert field.eikonal().item() < 0.01  # the start sphere is a distance (off only at the voxels by the centre)
+    axis = torch.linspace(-1, 1, 24)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    with torch.no_grad():  # channel 0 adds the start sphere's distance again: d doubles, |grad d| = 2
+        field.geometry_grids[0][0, 0] = field.start_sphere_sdf(torch.stack([x, y, z], -1)) / 0.5
+    assert field.eikonal().item() == pytest.approx(1.0, abs=0.02)
+    field.eikonal().backward()
+    assert field.geometry_grids[1].grad[0, 0].abs().sum() > 0  # the penalty reaches the coarse level too
+    assert all(g.grad is None for g in field.albedo_grids)  # and never the albedo
+
+
+def _edge_crossings(d: torch.Tensor, lattice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the zero level set crosses each lattice edge with a sign change: the fraction of the edge (linear
+    interpolation) and the point."""
+    fractions, points = [], []
+    for k in range(3):
+        a, b = d.narrow(k, 0, d.shape[k] - 1), d.narrow(k, 1, d.shape[k] - 1)
+        crossing = (a < 0) != (b < 0)
+        t = a[crossing] / (a - b)[crossing]
+        start, end = lattice.narrow(k, 0, d.shape[k] - 1)[crossing], lattice.narrow(k, 1, d.shape[k] - 1)[crossing]
+        fractions.append(t)
+        points.append(start + t[:, None] * (end - start))
+    return torch.cat(fractions), torch.cat(points)
+
+
+def test_redistance_keeps_the_surface_and_restores_a_distance():
+    field = _grid(32, (8,), SdfGeometry(scale=0.2))
+    p, h = field.lattice, field.voxel_size
+    true = p.norm(dim=-1) - 0.45  # a sphere of radius 0.45 (the start sphere has 0.47)
+    with torch.no_grad():  # the same zero set, but a slope from 1.2 to 2.8 along x; the coarse levels hold noise
+        field.geometry_grids[1].normal_(generator=torch.Generator().manual_seed(0))
+        field.albedo_grids[1].normal_(generator=torch.Generator().manual_seed(1))
+        coarse = field._summed(field.geometry_grids)[0, 0] - field.geometry_grids[0][0, 0]
+        field.geometry_grids[0][0, 0] = (true * (2 + 0.8 * p[..., 0]) - field.start_sphere_sdf(p)) / 0.2 - coarse
+        field.albedo_grids[0].copy_(torch.rand(1, 3, 32, 32, 32))
+    albedo = [g.detach().clone() for g in field.albedo_grids]
+    coarse_level = field.geometry_grids[1].detach().clone()
+    before = field.lattice_distance().detach()
+    assert field.eikonal().item() > 0.5
+    assert field.redistance()
+    after = field.lattice_distance().detach()
+    assert torch.equal(after < 0, before < 0)  # every voxel stays on its side
+    # The surface stays put to a hundredth of a voxel: not snapped to voxel centres or to half-way between.
+    assert (_edge_crossings(after, p)[0] - _edge_crossings(before, p)[0]).abs().max() < 0.02
+    # |grad d| = 1 again, and d is the distance to the sphere within a few hundredths of a voxel on average.
+    assert field.eikonal().item() < 0.004
+    error = (after - true).abs() / h
+    assert error.mean() < 0.06 and error.max() < 0.4
+    assert all(torch.equal(g, a) for g, a in zip(field.albedo_grids, albedo))
+    assert torch.equal(field.geometry_grids[1], coarse_level)
+
+
+def test_redistance_without_a_surface_changes_nothing():
+    field = _grid(16, ())
+    with torch.no_grad():
+        field.geometry_grids[0][0, 0] = 10.0  # 2 world units outward everywhere: nothing is inside
+    params = [p.detach().clone() for p in field.parameters()]
+    assert not field.redistance()
+    assert all(torch.equal(p, q) for p, q in zip(field.parameters(), params))
