@@ -106,6 +106,25 @@ def test_plan_gives_each_run_the_folder_run_create_makes_and_bad_rows_their_erro
     assert Run.create(runs[1].cfg).path.parent == run_group(runs[1].cfg)  # the retry looks where the run was made
 
 
+@pytest.mark.parametrize("args,words", [
+    (["batch", "missing.txt"], "missing.txt: file not found"),
+    (["batch", "prompts.txt", "--seeds", "0"], "--seeds: must be >= 1"),
+    (["batch", "prompts.txt", "--workers", "0"], "--workers: must be >= 1"),
+    (["batch", "prompts.txt", "stesp=3"], "did you mean 'steps'"),  # a shared override: no run could start
+    (["batch", "prompts.txt", "prompt=x"], "prompt cannot be overridden"),
+    (["batch", "prompts.txt", "--recipe", "nosuch"], "unknown recipe 'nosuch'"),
+])
+def test_bad_batch_commands_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, args, words):
+    from sds.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("a red cube\n")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
 # ------------------------------------------------------------------------------------------ score
 
 
