@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import sds
+from sds.batch.cluster import local_cpus
 from sds.batch.gallery import write_gallery
 from sds.batch.plan import plan_runs, run_group
 from sds.batch.results import RunResult, mark_best, read_results, write_results
@@ -248,7 +249,7 @@ def test_embedded_batch_runs_every_seed_then_a_second_invocation_computes_nothin
         run_dir = (folder / r["run_dir"]).resolve()
         assert _metric_steps(run_dir) == list(range(1, 9)) and (run_dir / "result" / "model.glb").is_file()
     header = json.loads((folder / "batch.json").read_text())
-    assert header["workers"] == 2 and header["cpus_per_task"] == max(1, (os.cpu_count() or 1) // 2)
+    assert header["workers"] == 2 and header["cpus_per_task"] == max(1, local_cpus() // 2)
     assert (folder / "gallery.html").is_file() and (folder / "results.csv").is_file()
     assert "'a red cube' seed 0" in out.stdout and "score" in out.stdout
 
@@ -263,11 +264,13 @@ def test_embedded_batch_runs_every_seed_then_a_second_invocation_computes_nothin
 
 
 def _wait_for_checkpoint(runs_dir: Path, process: subprocess.Popen, timeout: float = 120) -> Path:
-    """The group folder of the first run that has written a checkpoint (while the batch is still running)."""
+    """The group folder of the first run that has written a checkpoint and is still training."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for ckpt in runs_dir.glob("*/*/ckpt/last.pt"):
-            return ckpt.parent.parent.parent
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads((ckpt.parent.parent / "run.json").read_text())["status"] == "running":
+                    return ckpt.parent.parent.parent
         assert process.poll() is None, "the batch ended before any run checkpointed"
         time.sleep(0.05)
     raise AssertionError("no run checkpointed in time")
@@ -277,7 +280,7 @@ def _wait_for_checkpoint(runs_dir: Path, process: subprocess.Popen, timeout: flo
 def test_a_killed_worker_is_retried_and_its_run_resumes_from_the_checkpoint(tiny_pixel_model, tmp_path):
     spec = tmp_path / "prompts.txt"
     spec.write_text("a red cube\n")
-    process = subprocess.Popen(_batch_args(spec, tiny_pixel_model, "--seeds", "2", "--workers", "2", "steps=150"),
+    process = subprocess.Popen(_batch_args(spec, tiny_pixel_model, "--seeds", "2", "--workers", "2", "steps=200"),
                                cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         group = _wait_for_checkpoint(tmp_path / "outputs" / "batch-prompts" / "runs", process)
@@ -291,8 +294,8 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_the_checkpoint(tiny
     (killed,) = [r for r in runs if (folder / r["run_dir"]).resolve().parent == group]
     assert killed["attempts"] == 2 and killed["resumed_from_step"] >= 4 and killed["resumed_from_step"] % 4 == 0
     (run_dir,) = [p for p in group.iterdir() if p.is_dir()]  # the retry continued the same folder
-    assert _metric_steps(run_dir) == list(range(1, 151))  # every step once: continued, not restarted
-    assert f"at step {killed['resumed_from_step']} of 150" in (group / "batch.log").read_text()
+    assert _metric_steps(run_dir) == list(range(1, 201))  # every step once: continued, not restarted
+    assert f"at step {killed['resumed_from_step']} of 200" in (group / "batch.log").read_text()
     assert "2 attempts, resumed at step" in stdout
 
 
@@ -300,7 +303,7 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_the_checkpoint(tiny
 def test_ctrl_c_stops_the_batch_cleanly_and_the_same_command_continues_it(tiny_pixel_model, tmp_path):
     spec = tmp_path / "prompts.txt"
     spec.write_text("a red cube\n")
-    args = ["--seeds", "2", "--workers", "2", "steps=150"]
+    args = ["--seeds", "2", "--workers", "2", "steps=200"]
     process = subprocess.Popen(_batch_args(spec, tiny_pixel_model, *args), cwd=tmp_path, env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -59,8 +59,10 @@ def ray_session(address: str | None) -> Iterator[object]:
         else:
             ray.init(address=address, **quiet)
     except ConnectionError as e:
-        raise UserError(f"--address {address}: no Ray cluster there ({str(e).splitlines()[0][:200]}); start one "
-                        "with ray start --head, or leave out --address to run on this machine") from None
+        raise UserError(f"--address {address}: cannot join a Ray cluster there ({str(e).splitlines()[0][:200]}); "
+                        "start one with ray start --head, or leave out --address to run on this machine; a cluster "
+                        "with token authentication (ray start's default from Ray 2.59) also needs RAY_AUTH_MODE=token "
+                        "here") from None
     try:
         yield ray
     finally:
