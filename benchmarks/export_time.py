@@ -18,7 +18,7 @@ CHILD = r"""
 import json, sys, time, yaml, torch
 from dataclasses import replace
 from pathlib import Path
-from sds.commands import _render_fn
+from sds.commands import nerf_render_fn
 from sds.config import from_dict
 from sds.export import export_result
 from sds.run import Run, peak_memory_mb
@@ -30,7 +30,7 @@ trainer = make_trainer(cfg, torch.device("cpu"))
 load_checkpoint(trainer, Run.open(run_dir))
 before = peak_memory_mb()
 t = time.perf_counter()
-res = export_result(trainer.field, trainer.field.bound, _render_fn(trainer.renderer), out, cfg.export, False)
+res = export_result(trainer.field, trainer.field.bound, nerf_render_fn(trainer.renderer), out, cfg.export, False)
 print(json.dumps({"resolution": resolution, "seconds": time.perf_counter() - t, "timings": res.timings_s,
                   "faces_before": res.faces_before_cleanup, "faces_after": res.faces_after_cleanup,
                   "vertices": res.num_vertices, "texture": res.texture_size,

@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   sds resume outputs/a-red-cube-1a2b3c4d/20261128-101500 steps=800
   sds export outputs/a-red-cube-1a2b3c4d/20261128-101500 --format glb,obj,ply --resolution 192
   sds sample "a red cube" -n 8 --scheduler ddim --steps 30
+  sds batch prompts.txt --seeds 4 steps=300
 """
 
 
@@ -51,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="prompt -> NeRF -> mesh in a new run folder")
     p.add_argument("prompt", help='what to make, e.g. "a red cube"')
     p.add_argument("--config", help="YAML file with the settings that differ from the defaults")
+    p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_overrides(p)
+
+    p = sub.add_parser("batch", help="many prompts x seeds as Ray tasks (embedded, or a cluster with --address); "
+                                     "best seed per prompt, results.csv, gallery.html")
+    p.add_argument("spec", type=Path, help="prompts.txt (one prompt a line) or batch.yaml (rows, shared overrides)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per prompt, from the config's seed on (default 1)")
+    p.add_argument("--name", default=None, help="the batch's name: outputs/batch-NAME/ (default: the file's name)")
+    p.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: Ray on this "
+                                                   "machine only)")
+    p.add_argument("--workers", type=int, default=None, help="runs at once (default: one per GPU, else per node)")
+    p.add_argument("--retries", type=int, default=3, help="retries of a run whose worker dies (it resumes)")
+    p.add_argument("--config", help="YAML file with the settings that differ from the defaults, for every run")
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_overrides(p)
@@ -254,6 +269,11 @@ def _dispatch(args) -> int:
         recipe, reason = _choose_recipe(args)
         cfg = load_config(args.config, args.overrides, prompt=args.prompt, recipe=recipe)
         return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason)
+    if args.command == "batch":
+        from sds.batch import BatchOptions, run_batch
+
+        return run_batch(BatchOptions(args.spec, args.seeds, tuple(args.overrides), args.name, args.address,
+                                      args.workers, args.config, args.recipe, args.retries, not args.no_progress))
     if args.command == "resume":
         return commands.resume(args.run_dir, args.overrides, show_progress=not args.no_progress)
     if args.command == "export":

@@ -46,7 +46,7 @@ def train_prior(args) -> int:
 # ------------------------------------------------------------------------------------ generate
 
 
-def _render_fn(renderer):
+def nerf_render_fn(renderer):
     """What the exporter calls: NeRF colour (lambertian, light at the camera; unlit when not shaded) and opacity."""
     import torch
 
@@ -67,7 +67,7 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
 
     started = time.perf_counter()
     try:
-        out = export_result(trainer.field, trainer.field.bound, _render_fn(trainer.renderer), run.path / "result",
+        out = export_result(trainer.field, trainer.field.bound, nerf_render_fn(trainer.renderer), run.path / "result",
                             cfg.export, show_progress=show_progress)
     finally:
         run.add_timing("export", time.perf_counter() - started)

@@ -74,14 +74,14 @@ def test_auto_level_asks_only_for_silhouettes(fakes):
 
 def test_unlit_render_has_the_same_opacity_and_skips_the_normals():
     from sds.build import build_scene
-    from sds.commands import _render_fn
+    from sds.commands import nerf_render_fn
     from sds.config import load_config
 
     cfg = load_config(None, ["field.encoding.resolution=16", "render.samples_per_ray=16"], prompt="a")
     field, _, renderer = build_scene(cfg, torch.device("cpu"))
     queried = []
     field.normals = lambda points: queried.append(len(points)) or torch.zeros_like(points)  # count normal queries
-    render = _render_fn(renderer)
+    render = nerf_render_fn(renderer)
     cams = silhouette_cameras(1.0, 2)
     unlit = render(cams, 16, 16, shaded=False)
     assert not queried

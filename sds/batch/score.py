@@ -1,0 +1,120 @@
+"""Best-of-N without an extra model: the guidance model scores each result as an implicit classifier.
+
+Renders of the trained NeRF from ``SCORE_VIEWS`` fixed views are noised at fixed timesteps with fixed noise, and the
+model denoises each twice, without and with the prompt:
+
+    score = mean over views and timesteps of  ||eps_uncond(x_t) - eps||^2 - ||eps_cond(x_t) - eps||^2
+
+(per-element mean squares): how much the prompt lowers the model's denoising error. By Bayes, log p(c | x) grows
+with this difference (Diffusion Classifier, Li et al. 2023), so a render the model reads as the prompt scores
+higher. Views, timesteps and noise are the same for every run with the same model, so seeds are compared on the
+same draws, and the score is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sds.guidance.sds import to_epsilon, unet_noise
+from sds.run import write_atomic
+
+SCORE_VIEWS = 8
+"""Views evenly spaced in azimuth at the preview's elevation and distance (``sds.export.views.preview_cameras``)."""
+SCORE_TIMESTEPS = (0.5, 0.65, 0.8, 0.95)
+"""Noise levels as fractions of the model's training timesteps. High noise leaves the colours and the coarse shape,
+which is what tells seeds apart: on renders of the built-in prior's primitives, these pick the prompted shape
+among the five in 15 of 15 prompts (3 colours), against 13 of 15 for (0.2, 0.35, 0.5, 0.65) (docs/benchmarks.md)."""
+SCORE_NOISE_SEED = 0
+
+NoisePair = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""(x_t [B, C, h, w], t [B]) -> (eps_uncond, eps_cond), each [B, C, h, w]."""
+
+
+def denoising_gain(x: torch.Tensor, predict: NoisePair, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """The score of clean images x [B, C, h, w]: the mean over timesteps [T] (integers) and images of
+    ``mse(eps_uncond, eps) - mse(eps_cond, eps)``, where x_t = sqrt(ab_t) x + sqrt(1 - ab_t) eps and eps is
+    noise[i] ([T, B, C, h, w]) for timestep i. Randomness is the caller's (noise given). Returns a scalar."""
+    gains = []
+    for i, t in enumerate(timesteps.tolist()):
+        ab = alphas_cumprod[t].to(x.device, torch.float32)
+        eps = noise[i].to(x.device, torch.float32)
+        x_t = ab.sqrt() * x.float() + (1 - ab).sqrt() * eps
+        eps_uncond, eps_cond = predict(x_t, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        gains.append((eps_uncond.float() - eps).pow(2).mean() - (eps_cond.float() - eps).pow(2).mean())
+    return torch.stack(gains).mean()
+
+
+def guidance_noise_pair(guidance, labels: list[str | None]) -> NoisePair:
+    """The guidance model's unconditional and conditional epsilon for B views with these view labels, from one UNet
+    call (``unet_noise``; v- or x0-predicting models converted by ``to_epsilon``), as SDS sees them."""
+    labels = labels if guidance.cfg.view_dependent_prompts else [None] * len(labels)
+    cond = guidance.embeddings.for_views(labels)
+
+    def predict(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        uncond = guidance.embeddings.uncond.expand(x_t.shape[0], -1, -1)
+        extra = guidance.added_conditions(labels, x_t.shape[0])
+        outputs = unet_noise(guidance.unet, x_t, t, [uncond, cond], extra)
+        alpha_bar = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return tuple(to_epsilon(o, x_t.float(), alpha_bar, guidance.prediction_type) for o in outputs)
+
+    return predict
+
+
+def render_score_views(render_fn, bound: float, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    """SCORE_VIEWS lit renders [B, H, W, 3] of a NeRF through the exporter's render function (``RenderFn``) and
+    their view labels."""
+    from sds.cameras import view_label
+    from sds.export.views import preview_cameras, render_views
+
+    cams = preview_cameras(bound, SCORE_VIEWS)
+    labels = [view_label(float(a), float(e)) for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
+    return render_views(render_fn, cams, resolution, views_per_call=SCORE_VIEWS)["rgb"], labels
+
+
+@torch.no_grad()
+def score_renders(rgb: torch.Tensor, labels: list[str | None], guidance) -> float:
+    """The score of renders rgb [B, H, W, 3] in [0, 1] under a guidance model (fixed timesteps and noise)."""
+    x = guidance.encode(rgb.permute(0, 3, 1, 2).to(guidance.device)).float()
+    n = guidance.num_train_timesteps
+    timesteps = torch.tensor([min(n - 1, round(f * n)) for f in SCORE_TIMESTEPS])
+    generator = torch.Generator().manual_seed(SCORE_NOISE_SEED)
+    noise = torch.randn((len(timesteps), *x.shape), generator=generator)
+    return float(denoising_gain(x, guidance_noise_pair(guidance, labels), guidance.alphas_cumprod, timesteps, noise))
+
+
+def score_run(run_dir: Path) -> float:
+    """Score a finished run from its checkpoint and write ``score.json`` into its folder. Loads the run's guidance
+    model (and its field) on the run's device."""
+    import yaml
+
+    from sds.batch.results import SCORE_FILE
+    from sds.build import pick_device
+    from sds.commands import nerf_render_fn  # the exporter's view of a NeRF: lit colour and opacity
+    from sds.config import from_dict
+    from sds.guidance.load import load_guidance
+    from sds.run import Run
+    from sds.train import load_checkpoint, make_trainer
+
+    started = time.perf_counter()
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    device = pick_device(cfg.device)
+    trainer = make_trainer(cfg, device)
+    load_checkpoint(trainer, Run.open(run_dir))
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, device)
+    rgb, labels = render_score_views(nerf_render_fn(trainer.renderer), trainer.field.bound, _resolution(cfg))
+    score = score_renders(rgb, labels, guidance)
+    record = {"score": score, "views": SCORE_VIEWS, "timesteps": list(SCORE_TIMESTEPS), "noise_seed": SCORE_NOISE_SEED,
+              "step": trainer.step, "seconds": round(time.perf_counter() - started, 3)}
+    write_atomic(run_dir / SCORE_FILE, json.dumps(record, indent=2))
+    return score
+
+
+def _resolution(cfg) -> int:
+    """The training render size (the model sees renders as it saw them while training)."""
+    return int(cfg.render.resolution)
