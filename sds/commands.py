@@ -266,13 +266,30 @@ def view(run_dir: Path, open_browser: bool = True) -> int:
     if not glb.is_file():
         raise RunError(f"{glb} not found; export first: sds export {run_dir}")
     html = run_dir / "result" / "viewer.html"
-    write_viewer_html(glb, html)
+    write_viewer_html(glb, html, title=_run_prompt(run_dir))
     log.info("viewer: %s", html)
     if open_browser:
         import webbrowser
 
         webbrowser.open(html.resolve().as_uri())
+    print(html.resolve(), flush=True)  # the result on stdout; logs are on stderr
     return 0
+
+
+def _run_prompt(run_dir: Path) -> str | None:
+    """The run's prompt, read leniently (run.json, else config.yaml): only a title, never worth an error."""
+    import json
+
+    import yaml
+
+    for name, read in (("run.json", json.loads), ("config.yaml", yaml.safe_load)):
+        try:
+            prompt = read((run_dir / name).read_text(encoding="utf-8")).get("prompt")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
+        if isinstance(prompt, str) and prompt.strip():
+            return prompt
+    return None
 
 
 def sample(args) -> int:
