@@ -6,6 +6,7 @@ nerfacc's occupancy grid with packed rays (CUDA only; ``sds.render.nerfacc_path`
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -83,6 +84,10 @@ class VolumeRenderer:
                 raise UserError("render.sampler=nerfacc needs a CUDA device; nerfacc's packed sampling is CUDA-only")
             log.info("renderer: pure-torch stratified sampling (nerfacc's occupancy grid needs CUDA; this is %s)",
                      device.type)
+            return "torch"
+        if sampler == "auto" and importlib.util.find_spec("nerfacc") is None:  # an extra: pip install 'sds3d[cuda]'
+            log.warning("renderer: pure-torch stratified sampling on CUDA: nerfacc is not installed (pip install "
+                        "'sds3d[cuda]' for its occupancy grid)")
             return "torch"
         log.info("renderer: nerfacc occupancy-grid sampling on CUDA")
         return "nerfacc"
