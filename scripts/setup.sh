@@ -17,7 +17,9 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 # The package as `pip install` sees it, with the exact versions CI tests (constraints pin, they add nothing).
-pip install -q -c requirements.lock -e ".[dev]"
+# torch is left out of them: the one installed above, or one of the user's own choosing already in .venv, stays.
+grep -v '^torch==' requirements.lock > .venv/constraints.txt
+pip install -q -c .venv/constraints.txt -e ".[dev]"
 if command -v npm >/dev/null 2>&1; then
   bash scripts/install_gltf_validator.sh
 else
