@@ -11,19 +11,26 @@ import sys
 import threading
 from pathlib import Path
 
+from sds import __version__
+from sds.commands import RESUME_KEYS
 from sds.config import ConfigError, load_config, requested_model, requested_recipe, to_yaml
+from sds.configs import resolve_config
+from sds.configs import shipped_names as shipped_configs
 from sds.recipes import choose_recipe
 
 log = logging.getLogger("sds")
+
+CONFIG_HELP = ("a shipped config by name (" + ", ".join(shipped_configs()) + ") or a YAML file: the settings "
+               "that differ from the defaults")
 
 OVERRIDE_LIKE = re.compile(r"[A-Za-z_][\w.]*=\S*")
 """What a key=value override looks like; a prompt never does."""
 
 EXAMPLES = """examples:
   sds generate "a red cube"
-  sds generate --config configs/quick.yaml "a blue torus" seed=1 steps=300
+  sds generate --config quick "a blue torus" seed=1 steps=300
   sds generate "a castle" model=/path/to/stable-diffusion-2-1-base device=cuda
-  sds show-config --config configs/quick.yaml steps=100
+  sds show-config --config quick steps=100
   sds resume outputs/a-red-cube-1a2b3c4d/20261128-101500 steps=800
   sds export outputs/a-red-cube-1a2b3c4d/20261128-101500 --format glb,obj,ply --resolution 192
   sds sample "a red cube" -n 8 --scheduler ddim --steps 30
@@ -38,20 +45,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sds: error: {message} (see: {self.prog} --help)\n")
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, applied last (e.g. steps=300 seed=2 model=PATH guidance.guidance_scale=10)")
+def _add_overrides(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=help or
+                   "config overrides, applied last (e.g. steps=300 seed=2 model=PATH guidance.guidance_scale=10)")
+
+
+def _add_global_flags(p: argparse.ArgumentParser, default: object = False) -> None:
+    """Flags taken before or after the subcommand; a subcommand's copy defaults to SUPPRESS so that, when it is not
+    given there, the value parsed before the subcommand stands."""
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sds", description="Text-to-3D by Score Distillation Sampling.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_global_flags(parser)
+    parser.add_argument("--version", action="version", version=f"sds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="prompt -> NeRF -> mesh in a new run folder")
     p.add_argument("prompt", help='what to make, e.g. "a red cube"')
-    p.add_argument("--config", help="YAML file with the settings that differ from the defaults")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_overrides(p)
@@ -71,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
 
     p = sub.add_parser("show-config", help="print the resolved config and exit")
-    p.add_argument("--config")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--prompt", default=None)
     _add_overrides(p)
@@ -80,14 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="what a run would do and whether it can: torch, device, nerfacc, model, "
                                       "recipe, memory, disk")
-    p.add_argument("--config")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     _add_overrides(p)
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint (steps=N extends a finished one)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--no-progress", action="store_true")
-    _add_overrides(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_overrides(p, help="only " + ", ".join(f"{key}=..." for key in RESUME_KEYS) + " (steps=N extends a "
+                   "finished run; any other change would not continue the same run)")
 
     p = sub.add_parser("export", help="re-export the mesh of a run (export.* key=value overrides, or the flags)")
     p.add_argument("run_dir", type=Path)
@@ -98,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", type=int, default=None, help="decimate to at most this many faces (export.max_faces; "
                                                            "0: keep all)")
     p.add_argument("--no-video", action="store_true", help="export.video=false")
-    _add_overrides(p)
+    _add_overrides(p, help="only export.*=... and device=... (e.g. export.texture_size=1024), applied after the "
+                   "flags")
 
     p = sub.add_parser("view", help="write and open a self-contained HTML viewer of a run's model.glb")
     p.add_argument("run_dir", type=Path)
@@ -123,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-caption", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--install", action="store_true", help="copy the exported model into the package as the default")
+    for command in sub.choices.values():
+        _add_global_flags(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -243,6 +261,8 @@ def check_train_prior_args(args) -> None:
 def _dispatch(args) -> int:
     from sds import commands
 
+    if getattr(args, "config", None) is not None:
+        args.config = resolve_config(args.config)  # a shipped name (--config quick) or a path
     if args.command == "recipes":
         return _list_recipes()
     if args.command == "doctor":

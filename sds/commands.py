@@ -15,6 +15,11 @@ from sds.run import peak_memory_mb
 
 log = logging.getLogger("sds")
 
+RESUME_KEYS = ("steps", "preview_every", "checkpoint_every", "device")
+"""What `sds resume` may change: anything else would not continue the same run."""
+EXPORT_KEYS = ("export", "device")
+"""What `sds export` may change: the export.* section and the device."""
+
 
 def train_prior(args) -> int:
     from dataclasses import replace
@@ -163,6 +168,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
     run.info.status = "ok"
     run.save()
     log.info("done: %s", run.path / "result")
+    print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
     return 0
 
 
@@ -226,7 +232,7 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
 
     run, cfg = _open_run(run_dir)
     if overrides:
-        cfg = with_overrides(cfg, overrides, allowed=("steps", "preview_every", "checkpoint_every", "device"))
+        cfg = with_overrides(cfg, overrides, allowed=RESUME_KEYS)
     from sds.train import read_checkpoint
 
     if not run.checkpoint.is_file():  # the cheap checks first: loading a model can take minutes
@@ -249,7 +255,7 @@ def export(run_dir: Path, overrides: list[str]) -> int:
     from sds.config import with_overrides
 
     run, cfg = _open_run(run_dir)
-    cfg = with_overrides(cfg, overrides, allowed=("export", "device"))
+    cfg = with_overrides(cfg, overrides, allowed=EXPORT_KEYS)
     from sds.build import pick_device
     from sds.train import make_trainer
 
@@ -261,6 +267,7 @@ def export(run_dir: Path, overrides: list[str]) -> int:
     if run.info.status in ("interrupted", "empty", "failed") and trainer.step >= cfg.steps:
         run.info.status, run.info.message = "ok", ""  # training had finished; now the mesh is written too
         run.save()
+    print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
     return 0
 
 
@@ -271,13 +278,30 @@ def view(run_dir: Path, open_browser: bool = True) -> int:
     if not glb.is_file():
         raise RunError(f"{glb} not found; export first: sds export {run_dir}")
     html = run_dir / "result" / "viewer.html"
-    write_viewer_html(glb, html)
+    write_viewer_html(glb, html, title=_run_prompt(run_dir))
     log.info("viewer: %s", html)
     if open_browser:
         import webbrowser
 
         webbrowser.open(html.resolve().as_uri())
+    print(html.resolve(), flush=True)  # the result on stdout; logs are on stderr
     return 0
+
+
+def _run_prompt(run_dir: Path) -> str | None:
+    """The run's prompt, read leniently (run.json, else config.yaml): only a title, never worth an error."""
+    import json
+
+    import yaml
+
+    for name, read in (("run.json", json.loads), ("config.yaml", yaml.safe_load)):
+        try:
+            prompt = read((run_dir / name).read_text(encoding="utf-8")).get("prompt")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
+        if isinstance(prompt, str) and prompt.strip():
+            return prompt
+    return None
 
 
 def sample(args) -> int:

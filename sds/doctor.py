@@ -66,7 +66,10 @@ def torch_checks(cfg: RunConfig) -> tuple[list[Check], str]:
 
 def nerfacc_check(device: str) -> Check:
     if importlib.util.find_spec("nerfacc") is None:
-        return Check("nerfacc", device != "cuda", "not installed (pip install nerfacc); the CPU path does not need it")
+        if device == "cuda":  # the renderer falls back to the pure-torch path
+            return Check("nerfacc", None, "not installed: the pure-torch renderer runs instead (slower); pip install "
+                                          "'sds3d[cuda]' for nerfacc's occupancy grid")
+        return Check("nerfacc", True, "not installed (pip install 'sds3d[cuda]'); the CPU path does not need it")
     if device != "cuda":
         return Check("nerfacc", None, "installed; not used on the CPU (the pure-torch renderer is the CPU path)")
     from torch.utils.cpp_extension import _get_build_directory

@@ -21,10 +21,20 @@ class RunError(UserError, RuntimeError):
     """A run folder problem the user can fix (missing or corrupt checkpoint, not a run folder, ...)."""
 
 
+MISSING_PACKAGES = {
+    "torch": "PyTorch is not installed; install the build you want first: pip install torch --index-url "
+             "https://download.pytorch.org/whl/cpu (CPU), or pip install 'sds3d[cuda]' (CUDA; README: Install)",
+    "nerfacc": "nerfacc is not installed: pip install 'sds3d[cuda]', or render.sampler=torch",
+}
+"""Optional packages the package does not pull in itself (README: Install), and how to get them."""
+
+
 def user_message(error: BaseException) -> str | None:
     """One-line message for an expected failure, or None for a bug (which should show its traceback)."""
     if isinstance(error, UserError):
         return _one_line(str(error))
+    if isinstance(error, ModuleNotFoundError) and error.name in MISSING_PACKAGES:
+        return MISSING_PACKAGES[error.name]
     if isinstance(error, OSError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
         return _one_line(f"{error.strerror}{where}")

@@ -99,6 +99,7 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert out.returncode == 0, out.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.glob("a-red-cube-*/*") if p.is_dir()]
     assert len(run_dir.parent.name.split("-")[-1]) == 8
+    assert out.stdout == f"{(run_dir / 'result').resolve()}\n"  # the result on stdout, logs on stderr
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "ok" and info["steps_done"] == 12 and info["renderer_path"] == "torch"
     assert info["recipe"] == "builtin" and info["recipe_reason"] == "asked for with --recipe"
@@ -119,12 +120,14 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
 
     out = _sds("resume", str(run_dir), "steps=16", "--no-progress")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == f"{(run_dir / 'result').resolve()}\n"
     assert json.loads((run_dir / "run.json").read_text())["steps_done"] == 16
     metrics = (run_dir / "progress" / "metrics.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 17))  # continued, nothing twice
 
     out = _sds("export", str(run_dir), "--format", "ply", "--resolution", "24", "--no-video")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == f"{(run_dir / 'result').resolve()}\n"
     exported = json.loads((run_dir / "run.json").read_text())["export"]  # the re-export's figures, not the first's
     assert set(exported["files"]) == {"ply", "preview"} and exported["touches_bound"] is False
 

@@ -169,7 +169,7 @@ def apply_loras(unet, loras: tuple[str, ...], sdxl: bool = False) -> None:
     from sds.config import split_lora
 
     if importlib.util.find_spec("peft") is None:
-        raise ModelLoadError("LoRA needs peft: pip install peft (or pip install 'sds[lora]')")
+        raise ModelLoadError("LoRA needs peft: pip install peft (or pip install 'sds3d[lora]')")
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     reader = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline

@@ -7,6 +7,7 @@ sampler, ``render_samples`` queries the field, shades and composites the same wa
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -110,6 +111,10 @@ class VolumeRenderer:
                 raise UserError("render.sampler=nerfacc needs a CUDA device; nerfacc's packed sampling is CUDA-only")
             log.info("renderer: pure-torch stratified sampling (nerfacc's occupancy grid needs CUDA; this is %s)",
                      device.type)
+            return "torch"
+        if sampler == "auto" and importlib.util.find_spec("nerfacc") is None:  # an extra: pip install 'sds3d[cuda]'
+            log.warning("renderer: pure-torch stratified sampling on CUDA: nerfacc is not installed (pip install "
+                        "'sds3d[cuda]' for its occupancy grid)")
             return "torch"
         log.info("renderer: nerfacc occupancy-grid sampling on CUDA")
         return "nerfacc"
