@@ -9,7 +9,7 @@ A batch file::
       - a red cube                  # a row that is only a prompt
       - prompt: a blue torus
         seeds: [0, 5]               # a list of seeds, or a count (3: the first three)
-        overrides: {guidance.guidance_scale: 20}
+        overrides: {render.resolution: 48}
 
 Imports no torch: a bad file is reported at once.
 """

@@ -31,7 +31,7 @@ from sds.run import Run
 
 REPO = Path(sds.__file__).resolve().parent.parent
 SMALL = ["checkpoint_every=4", "preview_every=1000", "render.resolution=16", "camera.batch_size=2",
-         "render.samples_per_ray=16", "field.grid_resolution=16", "render.albedo_warmup_steps=4",
+         "render.samples_per_ray=16", "field.encoding.resolution=16",
          "export.resolution=32", "export.video=false", "export.preview_resolution=32", "export.texture_size=64"]
 """Fast settings (tests/test_resume.py's); steps are given per test."""
 
@@ -51,12 +51,12 @@ def test_batch_file_rows_seeds_and_overrides(tmp_path):
     path = tmp_path / "batch.yaml"
     path.write_text("recipe: builtin\noverrides: {steps: 8, export.formats: [glb, obj], export.video: false}\n"
                     "prompts:\n  - a red cube\n  - prompt: a blue sphere\n    seeds: [3, 7]\n"
-                    "    overrides: [guidance.guidance_scale=20]\n  - {prompt: a green cone, seeds: 2}\n")
+                    "    overrides: [render.resolution=48]\n  - {prompt: a green cone, seeds: 2}\n")
     spec = read_spec(path)
     assert spec.recipe == "builtin"
     assert spec.overrides == ("steps=8", "export.formats=[glb, obj]", "export.video=false")
     assert [(r.prompt, r.seeds, r.overrides) for r in spec.rows] == [
-        ("a red cube", None, ()), ("a blue sphere", (3, 7), ("guidance.guidance_scale=20",)), ("a green cone", 2, ())]
+        ("a red cube", None, ()), ("a blue sphere", (3, 7), ("render.resolution=48",)), ("a green cone", 2, ())]
 
 
 def test_row_seeds_count_from_the_base_seed():
