@@ -96,6 +96,9 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
 
 def _prepare(cfg: RunConfig):
     """Load guidance (encoding the prompt once) and build the trainer; nothing is written yet."""
+    from sds.guidance.hub import check_model
+
+    check_model(cfg.guidance.model, cfg.guidance.revision)  # a hub id offline fails in a second, before the imports
     from sds.build import pick_device
     from sds.guidance.load import load_guidance
     from sds.train import make_trainer
