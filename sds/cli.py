@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-unknown-words", action="store_true",
+                   help="run a prompt that names no shape or colour the built-in prior knows (refused otherwise)")
     _add_overrides(p)
 
     p = sub.add_parser("batch", help="many prompts x seeds as Ray tasks (embedded, or a cluster with --address); "
@@ -288,7 +290,8 @@ def _dispatch(args) -> int:
                               f"prompt first: sds generate \"a red cube\" {args.prompt}")
         recipe, reason = _choose_recipe(args)
         cfg = load_config(args.config, args.overrides, prompt=args.prompt, recipe=recipe)
-        return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason)
+        return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason,
+                                 allow_unknown_words=args.allow_unknown_words)
     if args.command == "batch":
         from sds.batch import BatchOptions, run_batch
 

@@ -175,9 +175,16 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
     return 0
 
 
-def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "") -> int:
+def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "",
+             allow_unknown_words: bool = False) -> int:
+    """A new run: refuse a prompt the built-in prior cannot draw (unless `allow_unknown_words`), load the model,
+    make the run folder, train and export."""
     from sds.run import Run, check_output_dir
 
+    if cfg.guidance.model == "builtin" and not allow_unknown_words:
+        from sds.prior import check_drawable
+
+        check_drawable(cfg.prompt)  # before minutes of compute on a prompt that can only give a blob
     check_output_dir(Path(cfg.output_dir).expanduser().resolve())  # before minutes of loading, not after
     # Load first: a bad model path or prompt must not leave an empty run folder behind.
     guidance, trainer, warnings, load_seconds = _prepare(cfg)
