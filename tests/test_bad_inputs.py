@@ -314,6 +314,25 @@ def test_a_full_disk_ends_in_status_failed_with_the_reason(phase, cli, tiny_pixe
     assert not any((run_dir / "result").iterdir())
 
 
+def test_out_of_gpu_memory_ends_in_one_line_with_what_to_lower(cli, tiny_pixel_model, tmp_path, monkeypatch):
+    import torch
+
+    import sds.train
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nIf reserved but unallocated...")
+
+    monkeypatch.setattr(sds.train, "train_step", out_of_memory)
+    code, err = cli("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}",
+                    f"output_dir={tmp_path}", *SMALL, "--no-progress")
+    _assert_one_line(code, err, "out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB.); lower "
+                                "render.resolution", expected_code=1)
+    (run_dir,) = list(tmp_path.glob("*/*"))
+    status, message = _status(run_dir)
+    assert status == "failed" and message.startswith("training: out of GPU memory") and "\n" not in message
+    assert "out of GPU memory" in (run_dir / "run.log").read_text()
+
+
 def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp_path, caplog):
     import torch
 
