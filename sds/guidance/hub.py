@@ -95,5 +95,5 @@ def _decide(repo_id: str, revision: str | None) -> bool:
         return True
     raise HubUnreachableError(
         f"model {repo_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and this machine is "
-        f"offline ({reason}); download it once with network (any sds command with model={repo_id} caches it, or "
-        f"`hf download {repo_id}`), or pass model=/path/to/a/local/diffusers/folder")
+        f"offline ({reason}); download it once with network (hf download {repo_id}, or an sds run with "
+        f"model={repo_id}), or pass model=/path/to/a/local/diffusers/folder")
