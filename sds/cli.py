@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help='what to make, e.g. "a red cube"')
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--recipe", help="a recipe name (sds recipes) or file; default: chosen from the model")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (off a terminal there is none: a "
+                                                              "line every tenth of the run instead)")
+    p.add_argument("--allow-unknown-words", action="store_true",
+                   help="run a prompt that names no shape or colour the built-in prior knows (refused otherwise)")
     _add_overrides(p)
 
     p = sub.add_parser("batch", help="many prompts x seeds as Ray tasks (embedded, or a cluster with --address); "
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting key=value positionals at the first flag; take the rest back.
     if extra:
@@ -153,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "PIL"):
+    for noisy in ("httpx", "httpx2", "urllib3", "filelock", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from sds.run import COMMAND_LINE
+
+    COMMAND_LINE[:] = ["sds", *argv]  # what run.json records as the command that made or continued a run
     # A polite kill (SIGTERM) is treated like Ctrl-C: the trainer checkpoints and marks the run interrupted.
     # Both also set STOP, in case the KeyboardInterrupt is lost in a finalizer (sds.interrupts).
     from sds.interrupts import STOP
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # an in-process caller (a test, a batch worker) gets its own handlers back
         for s, handler in previous.items():
             signal.signal(s, handler)
+        COMMAND_LINE.clear()
 
 
 def _raise_keyboard_interrupt(signum, frame) -> None:
@@ -288,7 +296,8 @@ def _dispatch(args) -> int:
                               f"prompt first: sds generate \"a red cube\" {args.prompt}")
         recipe, reason = _choose_recipe(args)
         cfg = load_config(args.config, args.overrides, prompt=args.prompt, recipe=recipe)
-        return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason)
+        return commands.generate(cfg, show_progress=not args.no_progress, recipe_reason=reason,
+                                 allow_unknown_words=args.allow_unknown_words)
     if args.command == "batch":
         from sds.batch import BatchOptions, run_batch
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from sds import record
 from sds.config import ConfigError, RunConfig, from_dict
 from sds.errors import RunError
+from sds.progress import on_terminal
 from sds.run import peak_memory_mb
+from sds.run_log import capture as capture_run_log
 
 log = logging.getLogger("sds")
 
@@ -73,9 +74,9 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
     started = time.perf_counter()
     try:
         out = export_result(trainer.field, trainer.field.bound, nerf_render_fn(trainer.renderer), run.path / "result",
-                            cfg.export, show_progress=show_progress)
+                            cfg.export, show_progress=show_progress and on_terminal())
     finally:
-        run.add_timing("export", time.perf_counter() - started)
+        run.set_timing("export", time.perf_counter() - started)  # this export's time: a re-export replaces it
         run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
         run.save()
     run.info.export = {
@@ -96,6 +97,9 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
 
 def _prepare(cfg: RunConfig):
     """Load guidance (encoding the prompt once) and build the trainer; nothing is written yet."""
+    from sds.guidance.hub import check_model
+
+    check_model(cfg.guidance.model, cfg.guidance.revision)  # a hub id offline fails in a second, before the imports
     from sds.build import pick_device
     from sds.guidance.load import load_guidance
     from sds.train import make_trainer
@@ -109,41 +113,6 @@ def _prepare(cfg: RunConfig):
     return guidance, make_trainer(cfg, device), warnings, load_seconds
 
 
-def _record_setup(run, guidance, trainer, warnings: list[str], load_seconds: float) -> None:
-    run.add_timing("load_model", load_seconds)
-    run.info.device = str(trainer.field_device)
-    run.info.renderer_path = trainer.renderer.path
-    run.info.model_kind = guidance.family
-    run.info.prediction_type = guidance.prediction_type
-    run.info.warnings = warnings
-
-
-@contextlib.contextmanager
-def _true_status(run, phase: str) -> Iterator[None]:
-    """Whatever ends `phase` (an interrupt, an empty scene, a full disk, a bug), run.json ends saying so:
-    interrupted, empty or failed with the one-line reason. The exception still propagates to the CLI."""
-    from sds.errors import user_message
-    from sds.export import EmptySceneError
-
-    try:
-        yield
-    except BaseException as e:
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            status, message = "interrupted", f"interrupted during {phase}; the checkpoint is kept"
-            if phase == "export":
-                message += f": export again with sds export {run.path}"
-        elif isinstance(e, EmptySceneError):
-            status, message = "empty", str(e)
-        else:
-            status, message = "failed", f"{phase}: {user_message(e) or f'{type(e).__name__}: {e}'}"
-        run.info.status, run.info.message = status, message
-        try:
-            run.save()
-        except OSError:  # the disk may be the fault; the CLI still prints the reason
-            log.error("could not record status %s in %s", status, run.path / "run.json")
-        raise
-
-
 def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: bool) -> int:
     """Train, then export; run.json says "running" until the mesh is written, then "ok"."""
     import torch
@@ -152,7 +121,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
 
     run.info.status, run.info.message = "running", ""
     run.save()
-    with _true_status(run, "training"):
+    with record.true_status(run, "training"):
         status = train(trainer, guidance, run, show_progress=show_progress)
     run.info.status = status if status != "ok" else "running"
     if torch.cuda.is_available():
@@ -163,7 +132,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
         hint = f"continue with: sds resume {run.path}" if status == "interrupted" else "lower the learning rates or guidance scale"
         log.error("run ended with status %s at step %d; %s", status, run.info.steps_done, hint)
         return 130 if status == "interrupted" else 1
-    with _true_status(run, "export"):
+    with record.true_status(run, "export"):
         _export(trainer, run, cfg, show_progress)
     run.info.status = "ok"
     run.save()
@@ -172,19 +141,30 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
     return 0
 
 
-def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "") -> int:
-    from sds.run import Run, check_output_dir
+def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "",
+             allow_unknown_words: bool = False) -> int:
+    """A new run: refuse a prompt the built-in prior cannot draw (unless `allow_unknown_words`), load the model,
+    make the run folder (its run.log starts with what was logged while loading), train and export."""
+    from sds.run import Run, check_output_dir, now_iso
 
+    started_at = now_iso()
+    if cfg.guidance.model == "builtin" and not allow_unknown_words:
+        from sds.prior import check_drawable
+
+        check_drawable(cfg.prompt)  # before minutes of compute on a prompt that can only give a blob
     check_output_dir(Path(cfg.output_dir).expanduser().resolve())  # before minutes of loading, not after
-    # Load first: a bad model path or prompt must not leave an empty run folder behind.
-    guidance, trainer, warnings, load_seconds = _prepare(cfg)
-    run = Run.create(cfg)
-    log.info("run folder: %s", run.path)
-    if cfg.recipe:
-        log.info("recipe %s: %s", cfg.recipe, recipe_reason or "as configured")
-    run.info.recipe, run.info.recipe_reason = cfg.recipe, recipe_reason
-    _record_setup(run, guidance, trainer, warnings, load_seconds)
-    return _train_and_export(cfg, run, guidance, trainer, show_progress)
+    with capture_run_log() as run_log:
+        # Load first: a bad model path or prompt must not leave an empty run folder behind.
+        guidance, trainer, warnings, load_seconds = _prepare(cfg)
+        run = Run.create(cfg, started_at=started_at)
+        run_log.open(run.path / "run.log")
+        with record.command_on(run, started_at, later=False):
+            log.info("run folder: %s", run.path)
+            if cfg.recipe:
+                log.info("recipe %s: %s", cfg.recipe, recipe_reason or "as configured")
+            run.info.recipe, run.info.recipe_reason = cfg.recipe, recipe_reason
+            record.setup(run, guidance, trainer, warnings, load_seconds)
+            return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
 def _open_run(run_dir: Path):
@@ -225,48 +205,58 @@ def _load_trainer_state(run, trainer) -> None:
 def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> int:
     """Continue from ckpt/last.pt in the same folder; steps=N extends a finished run.
 
-    config.yaml is rewritten only once the model and the checkpoint have loaded: a resume that fails leaves the
-    run folder as it was."""
+    Nothing in the run folder changes (config.yaml, run.json, run.log) until the model and the checkpoint have
+    loaded: a resume that fails leaves the run folder as it was."""
     from sds.config import to_yaml, with_overrides
-    from sds.run import write_atomic
+    from sds.run import now_iso, write_atomic
 
-    run, cfg = _open_run(run_dir)
-    if overrides:
-        cfg = with_overrides(cfg, overrides, allowed=RESUME_KEYS)
-    from sds.train import read_checkpoint
+    started_at = now_iso()
+    with capture_run_log() as run_log:
+        run, cfg = _open_run(run_dir)
+        if overrides:
+            cfg = with_overrides(cfg, overrides, allowed=RESUME_KEYS)
+        from sds.train import read_checkpoint
 
-    if not run.checkpoint.is_file():  # the cheap checks first: loading a model can take minutes
-        raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
-    done = read_checkpoint(run.checkpoint)["step"]
-    if done > cfg.steps:
-        raise RunError(f"the run is at step {done}, past steps={cfg.steps}; resume with steps >= {done}")
-    guidance, trainer, warnings, load_seconds = _prepare(cfg)
-    _load_trainer_state(run, trainer)
-    if overrides:
-        write_atomic(run.path / "config.yaml", to_yaml(cfg))
-    _record_setup(run, guidance, trainer, warnings, load_seconds)
-    log.info("resuming %s at step %d of %d", run.path, trainer.step, cfg.steps)
-    run.info.steps_total = cfg.steps
-    return _train_and_export(cfg, run, guidance, trainer, show_progress)
+        if not run.checkpoint.is_file():  # the cheap checks first: loading a model can take minutes
+            raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+        done = read_checkpoint(run.checkpoint)["step"]
+        if done > cfg.steps:
+            raise RunError(f"the run is at step {done}, past steps={cfg.steps}; resume with steps >= {done}")
+        guidance, trainer, warnings, load_seconds = _prepare(cfg)
+        _load_trainer_state(run, trainer)
+        if overrides:
+            write_atomic(run.path / "config.yaml", to_yaml(cfg))
+        run_log.open(run.path / "run.log")  # appended to: the run's log continues
+        with record.command_on(run, started_at, later=True):
+            record.setup(run, guidance, trainer, warnings, load_seconds)
+            log.info("resuming %s at step %d of %d", run.path, trainer.step, cfg.steps)
+            run.info.steps_total = cfg.steps
+            return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
 def export(run_dir: Path, overrides: list[str]) -> int:
     """Re-export a run's mesh; overrides are export.* settings (and device)."""
     from sds.config import with_overrides
+    from sds.run import now_iso
 
-    run, cfg = _open_run(run_dir)
-    cfg = with_overrides(cfg, overrides, allowed=EXPORT_KEYS)
-    from sds.build import pick_device
-    from sds.train import make_trainer
+    started_at = now_iso()
+    with capture_run_log() as run_log:
+        run, cfg = _open_run(run_dir)
+        cfg = with_overrides(cfg, overrides, allowed=EXPORT_KEYS)
+        from sds.build import pick_device
+        from sds.train import make_trainer
 
-    trainer = make_trainer(cfg, pick_device(cfg.device))
-    _load_trainer_state(run, trainer)
-    # A failed re-export changes nothing: the last result stays (files are published only once all are written)
-    # and so does the run's status.
-    _export(trainer, run, cfg, show_progress=True)
-    if run.info.status in ("interrupted", "empty", "failed") and trainer.step >= cfg.steps:
-        run.info.status, run.info.message = "ok", ""  # training had finished; now the mesh is written too
-        run.save()
+        trainer = make_trainer(cfg, pick_device(cfg.device))
+        _load_trainer_state(run, trainer)
+        run_log.open(run.path / "run.log")
+        with record.command_on(run, started_at, later=True):
+            run.info.hardware = record.machine(trainer.field_device)
+            # A failed re-export changes nothing: the last result stays (files are published only once all are
+            # written) and so does the run's status.
+            _export(trainer, run, cfg, show_progress=True)
+            if run.info.status in ("interrupted", "empty", "failed") and trainer.step >= cfg.steps:
+                run.info.status, run.info.message = "ok", ""  # training had finished; now the mesh is written too
+                run.save()
     print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
     return 0
 
@@ -312,7 +302,7 @@ def sample(args) -> int:
     from sds.sampling import image_grid, sample_images
 
     images = sample_images(args.model, args.prompt, args.n, args.scheduler, args.steps, args.guidance_scale,
-                           args.seed, pick_device(args.device), show_progress=True)
+                           args.seed, pick_device(args.device), show_progress=on_terminal())
     steps = args.steps if args.scheduler == "ddim" else "all"
     caption = f"{args.prompt!r}  {args.scheduler}, {steps} steps, guidance scale {args.guidance_scale:g}"
     grid = _captioned((image_grid(images, columns=min(args.n, 8)).numpy() * 255).round().astype("uint8"), caption)

@@ -29,10 +29,18 @@ MISSING_PACKAGES = {
 """Optional packages the package does not pull in itself (README: Install), and how to get them."""
 
 
+OUT_OF_GPU_MEMORY = ("out of GPU memory ({detail}); lower render.resolution or camera.batch_size, or set "
+                     "guidance.half_precision=true (sds doctor estimates a run's peak); a run keeps its last "
+                     "checkpoint: sds resume RUN_DIR continues it")
+"""torch.OutOfMemoryError (CUDA), told by name: this module imports nothing heavy."""
+
+
 def user_message(error: BaseException) -> str | None:
     """One-line message for an expected failure, or None for a bug (which should show its traceback)."""
     if isinstance(error, UserError):
         return _one_line(str(error))
+    if type(error).__name__ == "OutOfMemoryError" and type(error).__module__.startswith("torch"):
+        return OUT_OF_GPU_MEMORY.format(detail=first_line(error, limit=120))
     if isinstance(error, ModuleNotFoundError) and error.name in MISSING_PACKAGES:
         return MISSING_PACKAGES[error.name]
     if isinstance(error, OSError) and error.strerror:

@@ -6,6 +6,7 @@ renderer path, timings, peak memory, status), ``ckpt/``, ``progress/``, ``result
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -18,9 +19,11 @@ import sys
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+from sds import __version__
 from sds.config import RunConfig, to_yaml
 from sds.errors import UserError
 
@@ -66,13 +69,64 @@ def check_output_dir(root: Path) -> None:
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in ("sds", "torch", "diffusers", "transformers", "nerfacc", "trimesh"):
+    out = {"python": platform.python_version(), "sds": __version__}  # the distribution is sds3d; this is the code's
+    for name in ("torch", "diffusers", "transformers", "nerfacc", "trimesh"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def now_iso() -> str:
+    """The local time with its UTC offset, to the second (ISO 8601), as run.json records times."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+COMMAND_LINE: list[str] = []
+"""The command line of this process's `sds` command, as the CLI parsed it (set by ``sds.cli.main``)."""
+
+
+def command_line() -> list[str]:
+    """What started this command: the CLI's arguments, else (a batch worker, a script) the process's sys.argv."""
+    return list(COMMAND_LINE or sys.argv)
+
+
+def git_commit() -> str | None:
+    """The commit of the sds source when it runs from a git checkout (with "-dirty" when its sds/ folder has
+    uncommitted changes), else None (an installed package). Asks git, which may be absent: then None too."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # a file in a worktree, a folder in a clone; absent in site-packages
+        return None
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5,
+                                  check=True).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "sds"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def hardware(gpu: str | None = None) -> dict:
+    """The machine: CPU model and cores, RAM, and `gpu` (the CUDA device's name, given by the caller, which has
+    torch: this module does not import it)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError):
+        ram = None
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "ram_gib": None if ram is None else round(ram, 1),
+            "gpu": gpu, "os": platform.platform()}
 
 
 def peak_memory_mb() -> float:
@@ -107,13 +161,28 @@ class RunInfo:
     warnings: list[str] = field(default_factory=list)
     export: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=package_versions)
+    sds_version: str = ""
+    git_commit: str | None = None
+    """The sds source's commit when it ran from a git checkout ("-dirty": with uncommitted changes), else None."""
+    command: list[str] = field(default_factory=list)
+    """The command line that made the run."""
+    started_at: str = ""
+    ended_at: str = ""
+    """When the last command on the run (generate, resume, export) ended (ISO 8601, "" while the first runs)."""
+    later_commands: list[dict] = field(default_factory=list)
+    """Each resume or export of the run: its command line, start and end."""
+    hardware: dict = field(default_factory=dict)
+    """The machine of the last training or export (CPU, cores, RAM, GPU)."""
+    progress: dict = field(default_factory=dict)
+    """Where training is (step, loss, opacity, steps/s, ETA), updated every tenth of the run."""
     message: str = ""
 
 
 RUN_INFO_TYPES: dict[str, tuple[type, ...]] = {
     "prompt": (str,), "seed": (int,), "model": (str,), "revision": (str, type(None)), "steps_done": (int,),
     "steps_total": (int,), "timings_s": (dict,), "peak_memory_mb": (dict,), "warnings": (list,), "export": (dict,),
-    "versions": (dict,),
+    "versions": (dict,), "git_commit": (str, type(None)), "command": (list,),
+    "later_commands": (list,), "hardware": (dict,), "progress": (dict,),
 }
 """The JSON type of each run.json field (text for the rest), checked when a run folder is opened."""
 RUN_INFO_TYPES = {name: RUN_INFO_TYPES.get(name, (str,)) for name in RunInfo.__dataclass_fields__}
@@ -129,7 +198,8 @@ class Run:
             (path / sub).mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, cfg: RunConfig) -> Run:
+    def create(cls, cfg: RunConfig, started_at: str | None = None) -> Run:
+        """A new run folder for `cfg`; `started_at`: when the command that makes it began (default: now)."""
         root = Path(cfg.output_dir).expanduser().resolve()
         parent = root / f"{slugify(cfg.prompt)}-{config_hash(cfg)}"
         check_output_dir(root)
@@ -145,7 +215,9 @@ class Run:
             except FileExistsError:
                 path = parent / f"{stamp}-{n}"
         run = cls(path, RunInfo(cfg.prompt, cfg.seed, cfg.guidance.model, cfg.guidance.revision,
-                                steps_total=cfg.steps))
+                                steps_total=cfg.steps, sds_version=__version__,
+                                git_commit=git_commit(), command=command_line(),
+                                started_at=started_at or now_iso()))
         write_atomic(path / "config.yaml", to_yaml(cfg))
         run.save()
         return run
@@ -183,4 +255,9 @@ class Run:
         write_atomic(self.path / "run.json", json.dumps(self.info.__dict__, indent=2))
 
     def add_timing(self, phase: str, seconds: float) -> None:
+        """Add to a phase's time: a resumed run's training adds to the time the run has trained."""
         self.info.timings_s[phase] = round(self.info.timings_s.get(phase, 0.0) + seconds, 3)
+
+    def set_timing(self, phase: str, seconds: float) -> None:
+        """Replace a phase's time: a re-export's time is that export's, not a sum over exports."""
+        self.info.timings_s[phase] = round(seconds, 3)

@@ -22,6 +22,7 @@ from sds.config import RunConfig
 from sds.errors import RunError, first_line
 from sds.field.shading import sample_light_positions
 from sds.interrupts import STOP
+from sds.progress import Progress, on_terminal, preview_every, report_every
 from sds.render.renderer import VIEW_MIN_SHADING_WEIGHT, RenderSettings
 from sds.run import Run, write_atomic
 from sds.schedule import StepPlan, plan
@@ -181,8 +182,8 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
 
 
 @torch.no_grad()
-def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
-    """Four views (albedo-lit, lambertian) side by side as a PNG."""
+def save_preview(trainer: Trainer, path, resolution: int = 64):
+    """Four views (albedo-lit, lambertian) side by side as a PNG; returns the image (uint8 [H, 4 W, 3])."""
     import imageio.v3 as iio
 
     radius = sum(trainer.cfg.camera.radius_range) / 2
@@ -191,8 +192,9 @@ def save_preview(trainer: Trainer, path, resolution: int = 64) -> None:
     settings = RenderSettings("lambertian", min_shading_weight=VIEW_MIN_SHADING_WEIGHT)
     rgb = trainer.renderer.render(cams, resolution, resolution, settings, chunk_rays=8192).rgb
     row = torch.cat(list(rgb.clamp(0, 1)), dim=1)
-    buffer = iio.imwrite("<bytes>", (row.cpu().numpy() * 255).round().astype("uint8"), extension=".png")
-    write_atomic(path, buffer)
+    image = (row.cpu().numpy() * 255).round().astype("uint8")
+    write_atomic(path, iio.imwrite("<bytes>", image, extension=".png"))
+    return image
 
 
 METRICS_HEADER = "step,loss,sds_grad,opacity"
@@ -206,10 +208,16 @@ def metrics_rows(path: Path, up_to: int) -> list[str]:
     return [line for line in lines if line and int(line.split(",", 1)[0]) <= up_to]
 
 
-def save_progress(trainer: Trainer, run: Run, rows: list[str]) -> None:
-    """The checkpoint and the per-step metrics (progress/metrics.csv) up to the same step, so they always agree."""
-    save_checkpoint(trainer, run)
+def write_metrics(run: Run, rows: list[str]) -> None:
+    """progress/metrics.csv as it stands (every N steps and at checkpoints). Rows past the last checkpoint are
+    dropped when the run resumes (``metrics_rows``), so after a resume the file and the checkpoint agree."""
     write_atomic(run.metrics, "\n".join([METRICS_HEADER, *rows]) + "\n")
+
+
+def save_progress(trainer: Trainer, run: Run, rows: list[str]) -> None:
+    """The checkpoint and the per-step metrics (progress/metrics.csv) up to the same step."""
+    save_checkpoint(trainer, run)
+    write_metrics(run, rows)
 
 
 @contextlib.contextmanager
@@ -238,18 +246,47 @@ def stop_at_step_boundary() -> Iterator[threading.Event]:
         requested.clear()  # acted on: the next training loop in this process starts afresh
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """Every how many steps the loop writes a progress image, a checkpoint, and a report (the progress line,
+    progress/metrics.csv and run.json's ``progress``, so that a running job can be watched)."""
+
+    preview: int
+    checkpoint: int
+    report: int
+
+
+def _after_step(trainer: Trainer, run: Run, rows: list[str], progress: Progress, cadence: Cadence) -> bool:
+    """Whatever falls due after this step; returns whether a checkpoint was written."""
+    step = trainer.step
+    if step % cadence.preview == 0:
+        progress.image(step, save_preview(trainer, run.path / "progress" / f"step_{step:06d}.png"))
+    checkpointed = step % cadence.checkpoint == 0
+    if checkpointed:
+        save_progress(trainer, run, rows)
+        run.info.steps_done = step  # what a resume would start from
+    elif step % cadence.report == 0:
+        write_metrics(run, rows)
+    if checkpointed or step % cadence.report == 0:
+        run.info.progress = progress.last
+        run.save()
+        progress.flush()
+    return checkpointed
+
+
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
     """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted.
 
     Every step's loss, SDS gradient norm and mean render opacity (how much of the views the object covers: it
-    shows a shape growing) go to progress/metrics.csv, written with each checkpoint."""
-    from tqdm.auto import tqdm
-
+    shows a shape growing) go to progress/metrics.csv, written every tenth of the run and with each checkpoint.
+    The bar shows only when `show_progress` and stderr is a terminal; otherwise a line every tenth of the run."""
     cfg = trainer.cfg
     rows = metrics_rows(run.metrics, up_to=trainer.step)
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="sds", unit="step", disable=not show_progress,
-               dynamic_ncols=True)
+    every = report_every(cfg.steps)
+    cadence = Cadence(preview_every(cfg.preview_every, cfg.steps), cfg.checkpoint_every, every)
+    progress = Progress(cfg.steps, trainer.step, bar=show_progress and on_terminal(), every=every,
+                        tb_dir=run.path / "tb")
     started = time.perf_counter()
     status = "ok"
     at_boundary = True  # whether the trainer's state is that of a step boundary (safe to checkpoint)
@@ -262,12 +299,8 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                 scalars = train_step(trainer, guidance)
                 at_boundary = True
                 rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f}")
-                bar.update(1)
-                bar.set_postfix(loss=f"{scalars['loss']:.3g}", opacity=f"{scalars['opacity']:.2f}")
-                if trainer.step % cfg.preview_every == 0:
-                    save_preview(trainer, run.path / "progress" / f"step_{trainer.step:06d}.png")
-                if trainer.step % cfg.checkpoint_every == 0:
-                    save_progress(trainer, run, rows)
+                progress.update(trainer.step, scalars)
+                if _after_step(trainer, run, rows, progress, cadence):
                     saved = trainer.step
             if stop_requested.is_set():
                 status = "interrupted"
@@ -282,8 +315,15 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
-        bar.close()
+        progress.close()
         run.add_timing("train", time.perf_counter() - started)
+    run.info.progress = progress.last or run.info.progress
+    return _finish(trainer, run, rows, status, at_boundary, saved)
+
+
+def _finish(trainer: Trainer, run: Run, rows: list[str], status: str, at_boundary: bool, saved: int | None) -> str:
+    """The last checkpoint (where the state is a step boundary) and the run's true status."""
+    cfg = trainer.cfg
     if status != "nan" and at_boundary:
         save_progress(trainer, run, rows)
         run.info.steps_done = trainer.step
@@ -295,4 +335,3 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
         run.info.message = f"interrupted at step {run.info.steps_done}; continue with: sds resume {run.path}"
         log.warning("%s", run.info.message)
     return status
-

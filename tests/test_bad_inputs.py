@@ -85,6 +85,9 @@ CONFIG_CASES = [
     (["generate", "a red cube", "field.encoding.levels=4"], "field.encoding.levels: unknown key"),
     (["generate", "a red cube", "export.preview_resolution=0"], "export.preview_resolution"),
     (["generate", "a red \udcff cube"], "prompt: is not valid UTF-8"),
+    (["generate", "a hamburger"], "'a hamburger' names nothing the built-in prior can draw; it knows the shapes "
+                                  "sphere, cube, cylinder, cone, torus and the colours red, green"),
+    (["generate", "the front view"], "--allow-unknown-words"),  # known words, but no shape or colour to draw
     (["generate", "a red cube", "steps=1e99"], "steps"),
     (["show-config", "seed=-1"], "seed"),
     (["sample", "a red cube", "-n", "0"], "-n: must be in [1, 256]"),
@@ -102,6 +105,25 @@ def test_bad_arguments_fail_in_one_line_before_anything_loads(args, words, cli, 
     code, err = cli(*args)
     _assert_one_line(code, err, words, expected_code=2)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("args", [["a hamburger", "--allow-unknown-words"], ["a red hamburger"], ["A CUBE!"],
+                                  ["a hamburger", "model={model}"]],
+                         ids=["flag", "partly known", "case and punctuation", "another model"])
+def test_prompts_the_prior_can_partly_draw_or_that_are_allowed_reach_the_model(args, cli, tmp_path, monkeypatch,
+                                                                              tiny_pixel_model):
+    """Only a prompt with nothing the built-in prior knows is refused; the flag lets it through, a partly known
+    prompt keeps its warning (tests/guidance), and other models are not checked against the prior's words."""
+    import sds.commands
+    from sds.errors import RunError
+
+    def stop(cfg):
+        raise RunError("reached the model")  # past the check, where minutes of compute would begin
+
+    monkeypatch.setattr(sds.commands, "_prepare", stop)
+    monkeypatch.chdir(tmp_path)
+    _assert_one_line(*cli("generate", *[a.format(model=tiny_pixel_model) for a in args]), "reached the model",
+                     expected_code=1)
 
 
 def test_sample_out_that_is_a_folder(cli, tmp_path):
@@ -290,6 +312,25 @@ def test_a_full_disk_ends_in_status_failed_with_the_reason(phase, cli, tiny_pixe
     status, message = _status(run_dir)
     assert status == "failed" and message.startswith(phase) and "No space left" in message
     assert not any((run_dir / "result").iterdir())
+
+
+def test_out_of_gpu_memory_ends_in_one_line_with_what_to_lower(cli, tiny_pixel_model, tmp_path, monkeypatch):
+    import torch
+
+    import sds.train
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\nIf reserved but unallocated...")
+
+    monkeypatch.setattr(sds.train, "train_step", out_of_memory)
+    code, err = cli("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}",
+                    f"output_dir={tmp_path}", *SMALL, "--no-progress")
+    _assert_one_line(code, err, "out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB.); lower "
+                                "render.resolution", expected_code=1)
+    (run_dir,) = list(tmp_path.glob("*/*"))
+    status, message = _status(run_dir)
+    assert status == "failed" and message.startswith("training: out of GPU memory") and "\n" not in message
+    assert "out of GPU memory" in (run_dir / "run.log").read_text()
 
 
 def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp_path, caplog):

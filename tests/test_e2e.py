@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +295,49 @@ def test_a_hash_grid_field_trains(tiny_pixel_model, tmp_path):
     before = [p.detach().clone() for p in trainer.field.parameters()]
     train_step(trainer, guidance)
     assert any(not torch.equal(b, a) for b, a in zip(before, trainer.field.parameters()))
+
+
+def test_a_run_off_a_terminal_logs_lines_not_a_bar_and_records_itself(tiny_pixel_model, tmp_path):
+    """stderr is a pipe here, as in a log file, CI or a cluster job: no bar (no carriage returns), a line every
+    tenth of the run, the same lines in run.log; run.json says when, how, where and with which sds it ran; a
+    re-export replaces the export's time and is appended to run.log and run.json's later_commands."""
+    import datetime
+    import os
+
+    import sds
+
+    out = _sds("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={tmp_path}",
+               *SMALL, "export.video=false")
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.glob("a-red-cube-*/*") if p.is_dir()]
+    assert "\r" not in out.stderr
+    console = [line.split("INFO ", 1)[1] for line in out.stderr.splitlines() if line.startswith("INFO step ")]
+    assert [line.split("/")[0] for line in console] == [f"step {s:>2}" for s in range(2, 13, 2)]
+    assert all("loss" in line and "opacity" in line and "steps/s" in line and "ETA" in line for line in console)
+    log = (run_dir / "run.log").read_text()
+    assert "\r" not in log and log.splitlines()[0].endswith("command: sds generate 'a red cube' --recipe builtin "
+                                                            f"model={tiny_pixel_model} output_dir={tmp_path} "
+                                                            + " ".join(SMALL) + " export.video=false")
+    assert [line.split("INFO ", 1)[1] for line in log.splitlines() if " INFO step " in line] == console
+    assert "model " in log and "done: " in log  # what was logged before the run folder existed, and after
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["command"][:3] == ["sds", "generate", "a red cube"] and info["sds_version"] == sds.__version__
+    start, end = (datetime.datetime.fromisoformat(info[k]) for k in ("started_at", "ended_at"))
+    assert start <= end and end - start < datetime.timedelta(minutes=10)
+    assert info["hardware"]["cpu_cores"] == os.cpu_count() and info["hardware"]["gpu"] is None
+    head = subprocess.run(["git", "-C", str(Path(sds.__file__).parents[1]), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert info["git_commit"] is None if not head else info["git_commit"].startswith(head)
+    assert info["progress"]["step"] == 12 and info["later_commands"] == []
+
+    info["timings_s"]["export"] = 1e6  # as if many exports had been summed
+    (run_dir / "run.json").write_text(json.dumps(info))
+    out = _sds("export", str(run_dir), "--no-video")
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert 0 < info["timings_s"]["export"] < 1e3  # this export's time, not added to the last
+    (later,) = info["later_commands"]
+    assert later["command"] == ["sds", "export", str(run_dir), "--no-video"] and info["ended_at"] == later["ended_at"]
+    appended = (run_dir / "run.log").read_text()
+    assert appended.startswith(log) and f"command: sds export {run_dir} --no-video" in appended[len(log):]

@@ -262,7 +262,7 @@ class RunConfig:
     checkpoint_every: int = 100
     """Steps between checkpoints (a resumed run continues from the last one)."""
     preview_every: int = 100
-    """Steps between progress images (progress/step_*.png)."""
+    """At most this many steps between progress images (progress/step_*.png); a short run gets one every tenth."""
     stages: tuple[StageConfig, ...] = _field(_builtin_stages)
     """The method over the run: each stage's end, shading, guidance scale and learning-rate scales."""
     guidance: GuidanceConfig = _field(GuidanceConfig)

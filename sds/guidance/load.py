@@ -8,6 +8,7 @@ model, none means a pixel-space model.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class ModelSource:
 
 def resolve_model(model: str) -> ModelSource:
     """Decide whether `model` is a local folder/file or a hub id; a missing local path is an error."""
+    from sds.guidance.hub import is_hub_id
+
     if model == "builtin":
         from sds.prior import builtin_prior_path
 
@@ -52,8 +55,7 @@ def resolve_model(model: str) -> ModelSource:
         if path.is_dir():
             _check_model_index(path / "model_index.json")
         return ModelSource(str(path), True, path.is_file())
-    looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or path.suffix in (".safetensors", ".ckpt")
-    if looks_local:
+    if not is_hub_id(model):
         raise ModelLoadError(f"model path does not exist: {path}; pass model=/path/to/diffusers_folder "
                              "(with model_index.json), a .safetensors file, or a hub id such as "
                              "stabilityai/stable-diffusion-2-1-base")
@@ -106,7 +108,10 @@ def _components_from_pretrained(source: ModelSource, revision: str | None, dtype
     import transformers
     from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 
-    kw = {"revision": revision, "local_files_only": source.is_local}
+    from sds.guidance.hub import load_offline
+
+    # A hub id is probed once first: offline, it loads from the cache or fails in a second, not after 30 s of retries.
+    kw = {"revision": revision, "local_files_only": source.is_local or load_offline(source.location, revision)}
     model_kw = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
     index = DiffusionPipeline.load_config(source.location, **kw)
     encoder_cls = getattr(transformers, index.get("text_encoder", [None, "CLIPTextModel"])[1])
@@ -128,10 +133,17 @@ def _components_from_pretrained(source: ModelSource, revision: str | None, dtype
 
 
 def _quiet_loading() -> None:
-    """Per-file progress bars of diffusers/transformers would drown our own progress output."""
+    """Per-file progress bars of diffusers/transformers would drown our own progress output; and huggingface_hub's
+    own stderr handler printed each of its records a second time beside ours (its records also reach the root
+    logger), so it goes: its warnings show once, in our format, and reach run.log."""
     import diffusers
     import transformers
 
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        hub_logger.removeHandler(handler)
+    # diffusers passes an argument huggingface_hub has deprecated: a warning on every hub load, no use to a user.
+    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
