@@ -196,9 +196,10 @@ def contact_tile(row: dict, size: int = 128) -> np.ndarray:
     blank = np.full((size, size, 3), 255, np.uint8)
     nerf = blank
     if (result / "preview.png").exists():
+        from sds.export.media import preview_view
+
         preview = np.asarray(Image.open(result / "preview.png").convert("RGB"))
-        half = preview.shape[0] // 2
-        nerf = np.asarray(Image.fromarray(preview[:half, :half]).resize((size, size)))
+        nerf = np.asarray(Image.fromarray(preview_view(preview, row=1, view=0)).resize((size, size)))
     mesh = render_mesh(trimesh.load(result / "model.ply", force="mesh", process=False), size) \
         if (result / "model.ply").exists() else blank
     label = Image.new("RGB", (2 * size, 30), "white")
