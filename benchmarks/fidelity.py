@@ -166,7 +166,8 @@ def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path 
 def render_mesh(mesh, size: int = 128) -> np.ndarray:
     """Ray-cast the exported mesh (vertex colours, Lambert light at the camera) from the preview's first view.
 
-    The exporter's preview shows the NeRF; this shows what a viewer gets, so the two can be compared.
+    Vertex colours of the welded PLY (what the scorer reads), beside the NeRF row of the exporter's preview.png
+    (whose top row is the glb's texture, rendered by sds.export.raster).
     """
     from sds.cameras import camera_rays
     from sds.export.views import preview_cameras
