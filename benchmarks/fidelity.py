@@ -166,7 +166,8 @@ def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path 
 def render_mesh(mesh, size: int = 128) -> np.ndarray:
     """Ray-cast the exported mesh (vertex colours, Lambert light at the camera) from the preview's first view.
 
-    The exporter's preview shows the NeRF; this shows what a viewer gets, so the two can be compared.
+    Vertex colours of the welded PLY (what the scorer reads), beside the NeRF row of the exporter's preview.png
+    (whose top row is the glb's texture, rendered by sds.export.raster).
     """
     from sds.cameras import camera_rays
     from sds.export.views import preview_cameras
@@ -196,9 +197,10 @@ def contact_tile(row: dict, size: int = 128) -> np.ndarray:
     blank = np.full((size, size, 3), 255, np.uint8)
     nerf = blank
     if (result / "preview.png").exists():
+        from sds.export.media import preview_view
+
         preview = np.asarray(Image.open(result / "preview.png").convert("RGB"))
-        half = preview.shape[0] // 2
-        nerf = np.asarray(Image.fromarray(preview[:half, :half]).resize((size, size)))
+        nerf = np.asarray(Image.fromarray(preview_view(preview, row=1, view=0)).resize((size, size)))
     mesh = render_mesh(trimesh.load(result / "model.ply", force="mesh", process=False), size) \
         if (result / "model.ply").exists() else blank
     label = Image.new("RGB", (2 * size, 30), "white")

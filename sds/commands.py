@@ -70,11 +70,12 @@ def nerf_render_fn(renderer):
 def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
     from sds.export import export_result
     from sds.export.pipeline import SCENE_BOX_WARNING
+    from sds.run import slugify
 
     started = time.perf_counter()
     try:
         out = export_result(trainer.field, trainer.field.bound, nerf_render_fn(trainer.renderer), run.path / "result",
-                            cfg.export, show_progress=show_progress and on_terminal())
+                            cfg.export, show_progress=show_progress and on_terminal(), name=slugify(cfg.prompt))
     finally:
         run.set_timing("export", time.perf_counter() - started)  # this export's time: a re-export replaces it
         run.info.peak_memory_mb["cpu_rss"] = round(peak_memory_mb(), 1)
@@ -85,6 +86,8 @@ def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
         "faces_after_cleanup": out.faces_after_cleanup, "vertices": out.num_vertices,
         "texture_size": out.texture_size, "touches_bound": out.touches_bound, "timings_s": out.timings_s,
         "files": {kind: path.name for kind, path in out.files.items()},
+        # world = mesh / scale + center maps the files' vertices back onto the NeRF (its cameras, its scene box)
+        "center": list(out.center), "scale": out.scale, "watertight": out.watertight,
     }
     # A re-export replaces the last export's warnings instead of adding to them.
     run.info.warnings = [w for w in run.info.warnings if not w.startswith("export:")]

@@ -109,6 +109,8 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert info["versions"]["torch"] == torch.__version__
     # The tiny run's blob stays well inside the scene box: flagged not cut by it, and no warning about it.
     assert info["export"]["touches_bound"] is False and not any("scene box" in w for w in info["warnings"])
+    assert len(info["export"]["center"]) == 3 and info["export"]["scale"] > 0  # mesh -> NeRF: v / scale + center
+    assert b"a-red-cube" in (run_dir / "result" / "model.glb").read_bytes()[:4096]  # glTF node and mesh names
     for rel in ["config.yaml", "ckpt/last.pt", "progress/step_000006.png", "progress/step_000012.png",
                 "result/model.glb", "result/model.obj", "result/model.ply", "result/preview.png"]:
         assert (run_dir / rel).is_file(), rel

@@ -235,8 +235,8 @@ class ExportConfig:
     """Centre the mesh at the origin and scale it to a unit bounding box."""
     video: bool = True
     """Write a turntable video."""
-    preview_resolution: int = 128
-    """Pixels per view of the preview image and the turntable video."""
+    preview_resolution: int = 256
+    """Pixels per view (a side) of preview.png (the exported mesh above the NeRF) and of the mesh's turntable."""
 
 
 def _builtin_stages() -> tuple[StageConfig, ...]:

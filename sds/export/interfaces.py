@@ -31,7 +31,8 @@ class DensityAlbedoField(Protocol):
 
 
 class RenderFn(Protocol):
-    """The NeRF's own volume render, used for the auto iso-level, the preview image and the turntable."""
+    """A renderer of the scene: the NeRF's own volume render (the auto iso-level, the preview's NeRF row) or the
+    exported mesh's (``raster.mesh_render_fn``: the preview's mesh row and the turntable)."""
 
     def __call__(self, cameras: Cameras, height: int, width: int, shaded: bool = True) -> dict[str, torch.Tensor]:
         """Render B views: ``"rgb"`` [B, H, W, 3] and ``"opacity"`` [B, H, W], both in [0, 1].
@@ -61,4 +62,5 @@ class ExportOutput:
     scale: float  # normalised = (world - center) * scale; (center, scale) = ((0, 0, 0), 1) if not normalised
     center: tuple[float, float, float]
     touches_bound: bool  # the surface reaches the scene box's faces, which cut it flat (see reaches_bound)
+    watertight: bool  # the welded mesh (model.ply's) is closed: every edge has exactly two faces
     timings_s: dict[str, float] = field(default_factory=dict)  # phase -> wall-clock seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,14 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import trimesh
 
 from sds.export.grid import sample_density_grid
 from sds.export.interfaces import DensityAlbedoField, EmptySceneError, ExportOutput, RenderFn
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
+from sds.export.raster import mesh_render_fn, read_glb, render_mesh_from_arrays
 from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
 from sds.export.surface_color import samples_per_point, surface_color_fn
-from sds.export.texture import TexturedMesh, bake_texture
+from sds.export.texture import TexturedMesh, bake_texture, weld
 from sds.export.writers import write_glb, write_obj, write_ply
 from sds.lattice import grid_spacing
 
@@ -57,6 +60,7 @@ def export_result(
     out_dir: Path,
     cfg: ExportConfig,
     show_progress: bool = True,
+    name: str = "model",
 ) -> ExportOutput:
     """Extract, clean, texture and write the field's surface, plus a preview and a turntable.
 
@@ -65,14 +69,17 @@ def export_result(
     marching cubes; clean-up (floaters, holes, Taubin smoothing, decimation); UV unwrap and colour
     bake (what the NeRF shows along each normal, see ``surface_color``); normalisation (centre the bounding
     box at the origin, longest side 1) if cfg.normalize;
-    then ``model.glb`` / ``model.obj`` (+ ``model.mtl``, ``texture.png``) / ``model.ply`` per
-    cfg.formats, ``preview.png`` and, if cfg.video, ``turntable.mp4`` (``.gif`` without ffmpeg).
+    then ``model.glb`` / ``model.obj`` (+ ``model.mtl``, ``texture.png``) / ``model.ply`` (welded, vertex
+    colours) per cfg.formats, named ``name`` inside (a file-safe slug of the prompt); ``preview.png`` (the
+    exported mesh, read back from model.glb when written, above the NeRF, from the same cameras) and, if
+    cfg.video, ``turntable.mp4`` of the mesh (``.gif`` without ffmpeg).
 
     Files are written to a hidden staging folder beside out_dir and moved in (``os.replace``) only
     once all of them exist, so a failure never leaves half-written files. Raises EmptySceneError
     (writing nothing) when there is no surface.
     """
     _check_formats(cfg.formats)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"  # goes into OBJ/PLY text headers
     timings: dict[str, float] = {}
     device = _field_device(field)
     with _timed(timings, "grid"):
@@ -102,8 +109,12 @@ def export_result(
         textured = bake_texture(mesh, color_fn, cfg.texture_size, chunk, device)
     center, scale = unit_box_transform(textured.vertices) if cfg.normalize else (np.zeros(3), 1.0)
     textured = replace(textured, vertices=(textured.vertices - center) * scale)
-    files = _publish(out_dir, lambda staging: _write_files(textured, render_fn, bound, staging, cfg, timings))
-    logger.info("export: %d faces, %d vertices -> %s", len(textured.faces), len(textured.vertices), out_dir)
+    placed = (center, scale)  # maps the written mesh back onto the NeRF for the previews
+    files = _publish(out_dir, lambda staging: _write_files(textured, name, placed, render_fn, bound, staging, cfg,
+                                                           timings))
+    watertight = trimesh.Trimesh(*weld(textured)[:2], process=False).is_watertight
+    logger.info("export: %d faces, %d vertices (%s once welded) -> %s", len(textured.faces), len(textured.vertices),
+                "watertight" if watertight else "not watertight", out_dir)
     return ExportOutput(
         out_dir=out_dir,
         files=files,
@@ -117,6 +128,7 @@ def export_result(
         scale=scale,
         center=(float(center[0]), float(center[1]), float(center[2])),
         touches_bound=touches_bound,
+        watertight=watertight,
         timings_s=timings,
     )
 
@@ -148,31 +160,48 @@ def unit_box_transform(vertices: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _write_files(
     mesh: TexturedMesh,
+    name: str,
+    placed: tuple[np.ndarray, float],
     render_fn: RenderFn,
     bound: float,
     folder: Path,
     cfg: ExportConfig,
     timings: dict[str, float],
 ) -> dict[str, Path]:
-    """Write every requested output into ``folder``; returns kind -> path."""
+    """Write every requested output into ``folder``; returns kind -> path. placed: the (center, scale) of the
+    normalisation, undone for the previews so the NeRF's cameras see the mesh where the NeRF is."""
     files: dict[str, Path] = {}
     with _timed(timings, "write"):
         if "glb" in cfg.formats:
             files["glb"] = folder / "model.glb"
-            write_glb(mesh, files["glb"], ROUGHNESS)
+            write_glb(mesh, files["glb"], ROUGHNESS, name)
         if "obj" in cfg.formats:
             files["obj"] = folder / "model.obj"
-            files["mtl"], files["texture"] = write_obj(mesh, files["obj"])
+            files["mtl"], files["texture"] = write_obj(mesh, files["obj"], name)
         if "ply" in cfg.formats:
             files["ply"] = folder / "model.ply"
-            write_ply(mesh, files["ply"])
+            write_ply(mesh, files["ply"], name)
     with _timed(timings, "preview"):
         files["preview"] = folder / "preview.png"
-        write_preview(render_fn, bound, files["preview"], cfg.preview_resolution)
+        label, render_mesh_fn = _mesh_for_previews(mesh, files.get("glb"), placed)
+        rows = {label: render_mesh_fn, "NeRF (volume render)": render_fn}
+        write_preview(rows, bound, files["preview"], cfg.preview_resolution)
     if cfg.video:
         with _timed(timings, "video"):
-            files["video"] = write_turntable(render_fn, bound, folder, VIDEO_FRAMES, cfg.preview_resolution)
+            files["video"] = write_turntable(render_mesh_fn, bound, folder, VIDEO_FRAMES, cfg.preview_resolution)
     return files
+
+
+def _mesh_for_previews(
+    mesh: TexturedMesh, glb: Path | None, placed: tuple[np.ndarray, float]
+) -> tuple[str, RenderFn]:
+    """(row label, renderer) of the mesh as the user gets it: read back from model.glb (what a viewer loads), or,
+    when no glb is written, the same arrays from memory."""
+    center, scale = placed
+    if glb is not None:
+        return "exported mesh (model.glb)", mesh_render_fn(read_glb(glb, center, scale))
+    arrays = render_mesh_from_arrays(mesh.vertices, mesh.faces, mesh.normals, mesh.uvs, mesh.texture, center, scale)
+    return "exported mesh", mesh_render_fn(arrays)
 
 
 def _publish(out_dir: Path, write: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:

@@ -31,6 +31,18 @@ class TexturedMesh:
     uvs: np.ndarray  # [V, 2] float64 in [0, 1]; OBJ/OpenGL convention: v = 0 is the image's bottom row
     texture: np.ndarray  # [T, T, 3] uint8 sRGB, row 0 at the top (v = 1)
     vertex_colors: np.ndarray  # [V, 3] uint8 sRGB, the colour at each vertex
+    welded_ids: np.ndarray  # [V] int64, each vertex's index in the welded mesh (seam copies share one)
+
+
+def weld(mesh: TexturedMesh) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The mesh without its UV seams: (vertices [W, 3], faces [F, 3], normals [W, 3], colours [W, 3] uint8).
+
+    Seam copies of a vertex hold the same position, normal and colour (all read at the one surface vertex), so
+    welding them loses nothing; the result has the cleaned surface's topology (watertight where it is closed).
+    """
+    first = np.empty(int(mesh.welded_ids.max(initial=-1)) + 1, dtype=np.int64)
+    first[mesh.welded_ids] = np.arange(len(mesh.welded_ids))  # any copy will do: they are identical
+    return mesh.vertices[first], mesh.welded_ids[mesh.faces], mesh.normals[first], mesh.vertex_colors[first]
 
 
 def unwrap_uv(mesh: trimesh.Trimesh, texture_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,6 +152,7 @@ def bake_texture(
         uvs=uvs,
         texture=to_uint8(image),
         vertex_colors=to_uint8(vertex_colors),
+        welded_ids=np.unique(vmapping, return_inverse=True)[1].reshape(-1),
     )
 
 

@@ -1,4 +1,5 @@
-"""The written files: glTF round trip, texture vs albedo, OBJ/PLY, preview, video, Khronos validation."""
+"""The written files: glTF round trip, texture vs albedo, OBJ/PLY (welded, named, axes), preview (mesh and NeRF
+rows), video of the mesh, Khronos validation."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import trimesh
 from PIL import Image
 
 from sds.export import export_result
+from sds.export.media import PREVIEW_VIEWS, label_height, preview_view
 from sds.export.pipeline import ROUGHNESS, VIDEO_FRAMES
+from sds.export.raster import read_glb
 from sds.export.validate import validate_gltf
 
 SEMI_AXES = (0.3, 0.6, 0.4)  # tallest along +Y, so "up" and "unit scale" are both visible in the extents
 TEXTURE_SIZE = 256
+NAME = "an-ellipsoid"
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +29,10 @@ def exported(tmp_path_factory, fakes, make_config):
     cfg = make_config(formats=("glb", "obj", "ply"), normalize=True, video=True, texture_size=TEXTURE_SIZE)
     out_dir = tmp_path_factory.mktemp("export") / "result"
     field = fakes.SdfField(fakes.ellipsoid_sdf(SEMI_AXES))
-    return export_result(field, 1.0, fakes.sphere_render_fn(0.5), out_dir, cfg, show_progress=False)
+    return export_result(field, 1.0, fakes.sphere_render_fn(0.5), out_dir, cfg, show_progress=False, name=NAME)
 
 
-def read_glb(path) -> tuple[dict[str, np.ndarray], np.ndarray, pygltflib.GLTF2]:
+def read_glb_raw(path) -> tuple[dict[str, np.ndarray], np.ndarray, pygltflib.GLTF2]:
     """Raw glTF read (no trimesh): the primitive's attributes + indices, and the base colour image."""
     gltf = pygltflib.GLTF2().load(str(path))
     blob = gltf.binary_blob()
@@ -86,7 +90,7 @@ def test_glb_round_trips_through_trimesh(exported):
 
 
 def test_texture_at_surface_uv_matches_albedo(exported, fakes):
-    arrays, image, _ = read_glb(exported.files["glb"])
+    arrays, image, _ = read_glb_raw(exported.files["glb"])
     faces, positions, uvs = arrays["indices"], arrays["POSITION"], arrays["TEXCOORD_0"]
     centroid_y = positions[faces].mean(1)[:, 1]
     centroid_uv = uvs[faces].mean(1)  # glTF UV: origin at the image's top-left
@@ -106,6 +110,23 @@ def test_ply_vertex_colours_follow_the_albedo(exported, fakes):
     np.testing.assert_allclose(colors[y < -0.01], np.broadcast_to(fakes.BLUE, colors[y < -0.01].shape))
 
 
+def test_ply_is_welded_watertight_and_in_the_glbs_axes(exported):
+    ply = trimesh.load(exported.files["ply"], process=False)  # no merge: the file itself is welded
+    glb = trimesh.load(exported.files["glb"], force="mesh", process=False)
+    assert ply.is_watertight and ply.euler_number == 2 and exported.watertight  # one closed genus-0 surface
+    assert len(ply.vertices) < len(glb.vertices) and len(ply.faces) == len(glb.faces)  # the seams' copies are gone
+    np.testing.assert_allclose(ply.bounds, glb.bounds, atol=1e-6)  # +Y up like the glb: no axis swap
+    np.testing.assert_allclose(np.linalg.norm(ply.vertex_normals, axis=1), 1.0, atol=1e-4)
+
+
+def test_files_are_named_after_the_prompt(exported):
+    _, _, gltf = read_glb_raw(exported.files["glb"])
+    assert [node.name for node in gltf.nodes] == [NAME] and gltf.meshes[0].name == NAME
+    assert f"\no {NAME}\n" in exported.files["obj"].read_text()
+    header = exported.files["ply"].read_bytes().split(b"end_header")[0].decode("ascii")
+    assert f"comment sds: {NAME}" in header and "Up Axis Y" in header
+
+
 def test_obj_references_its_material_and_texture(exported):
     assert "mtllib model.mtl" in exported.files["obj"].read_text()
     assert "map_Kd texture.png" in exported.files["mtl"].read_text()
@@ -114,13 +135,43 @@ def test_obj_references_its_material_and_texture(exported):
     assert mesh.visual.material.image.size == (TEXTURE_SIZE, TEXTURE_SIZE)
 
 
-def test_preview_and_turntable(exported, make_config):
-    cfg = make_config()
+def preview_rows(path) -> tuple[np.ndarray, np.ndarray]:
+    """preview.png -> (mesh views [4, R, R, 3], NeRF views [4, R, R, 3])."""
+    image = iio.imread(path)
+    return tuple(np.stack([preview_view(image, row, v) for v in range(PREVIEW_VIEWS)]) for row in (0, 1))
+
+
+def test_preview_has_a_mesh_row_and_a_nerf_row(exported, make_config):
+    res = make_config().preview_resolution
     preview = iio.imread(exported.files["preview"])
-    assert preview.shape == (2 * cfg.preview_resolution, 2 * cfg.preview_resolution, 3)
+    assert preview.shape == (2 * (label_height(res) + res), PREVIEW_VIEWS * res, 3)
+    mesh, nerf = preview_rows(exported.files["preview"])
+    band = label_height(res)
+    assert (preview[:band] < 100).any() and (preview[band + res : 2 * band + res] < 100).any()  # both labels
+    # The field is an ellipsoid (0.3 x 0.6 x 0.4), the fake NeRF render a ball of radius 0.5: the rows differ,
+    # and the mesh row has the ellipsoid's outline (taller than wide from the front).
+    mesh_fg, nerf_fg = (views.min(-1) < 200 for views in (mesh, nerf))
+    assert (mesh_fg != nerf_fg).mean() > 0.05
+    rows, cols = np.nonzero(mesh_fg[0])
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert height / width == pytest.approx(0.6 / 0.3, rel=0.15)
+
+
+def test_turntable_shows_the_mesh(exported, make_config):
+    res = make_config().preview_resolution
     frames = np.stack(list(iio.imiter(exported.files["video"], plugin="FFMPEG")))
-    assert frames.shape[0] == VIDEO_FRAMES
-    assert frames.shape[1:3] == (cfg.preview_resolution, cfg.preview_resolution)  # the preview's size sizes it
+    assert frames.shape == (VIDEO_FRAMES, res, res, 3)  # the preview's size sizes it
+    mesh, nerf = preview_rows(exported.files["preview"])
+    first = frames[0].min(-1) < 200  # azimuth 0: the preview's front view
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(first, mesh[0].min(-1) < 200) > 0.9 > iou(first, nerf[0].min(-1) < 200)
+
+
+def test_glb_read_back_sits_where_the_nerf_is(exported):
+    """center and scale undo the normalisation: the glb's vertices land on the field's surface in world units."""
+    world = read_glb(exported.files["glb"], exported.center, exported.scale).vertices.double().numpy()
+    np.testing.assert_allclose(world.max(0) - world.min(0), 2 * np.array(SEMI_AXES), rtol=0.03)
+    np.testing.assert_allclose((world.max(0) + world.min(0)) / 2, 0.0, atol=0.01)
 
 
 def test_glb_passes_the_khronos_validator(exported, node_or_skip):

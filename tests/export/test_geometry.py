@@ -194,7 +194,7 @@ def test_enclosed_cavity_is_filled(tmp_path, fakes, make_config):
     cfg = make_config(formats=("ply",), resolution=64)
     out = export_result(fakes.SdfField(shell), 1.0, fakes.sphere_render_fn(0.5), tmp_path / "r", cfg,
                         show_progress=False)
-    mesh = load_merged(out.files["ply"])
+    mesh = trimesh.load(out.files["ply"], process=False)  # welded as written
     assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.euler_number == 2
     assert mesh.volume == pytest.approx(4 / 3 * np.pi * 0.5**3, rel=0.05)  # one solid ball, genus 0
 
@@ -229,6 +229,9 @@ def test_torus_hole_is_kept_by_the_hidden_fill(tmp_path, fakes, make_config):
                         show_progress=False)
     mesh = load_merged(out.files["ply"])
     assert mesh.is_watertight and mesh.euler_number == 0  # genus 1
+    raw = trimesh.load(out.files["ply"], process=False)  # the PLY is welded already: nothing to merge
+    assert raw.is_watertight and raw.euler_number == 0 and len(raw.vertices) == len(mesh.vertices)
+    assert out.watertight
 
 
 def test_blur_removes_voxel_noise_handles():

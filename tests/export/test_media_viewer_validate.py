@@ -21,6 +21,21 @@ def test_preview_grid_puts_front_view_top_left():
     assert grid[0, 0, 0] == 0 and grid[0, 4, 0] == 85 and grid[4, 0, 0] == 170 and grid[4, 4, 0] == 255
 
 
+def test_preview_has_one_labelled_row_per_renderer(tmp_path, fakes):
+    green = lambda p: torch.tensor([0.0, 1.0, 0.0]).expand(len(p), 3)  # noqa: E731
+    rows = {"exported mesh": fakes.sphere_render_fn(0.5), "NeRF": fakes.sphere_render_fn(0.3, albedo=green)}
+    media.write_preview(rows, 1.0, tmp_path / "preview.png", resolution=40)
+    image = iio.imread(tmp_path / "preview.png")
+    band = media.label_height(40)
+    assert image.shape == (2 * (band + 40), 4 * 40, 3)
+    mesh_row, nerf_row = (image[band : band + 40].astype(int), image[2 * band + 40 :].astype(int))
+    mesh_fg, nerf_fg = mesh_row.min(-1) < 200, nerf_row.min(-1) < 200
+    assert mesh_fg.any() and (mesh_row[mesh_fg, 1] < 60).all()  # the first renderer (red and blue) on top
+    assert (nerf_row[nerf_fg, 1] > nerf_row[nerf_fg, 0]).all() and 0 < nerf_fg.sum() < mesh_fg.sum()
+    labels = image[:band], image[band + 40 : 2 * band + 40]
+    assert all((label < 100).any() for label in labels)  # text drawn on both bands
+
+
 def test_turntable_falls_back_to_gif_without_ffmpeg(tmp_path, fakes, monkeypatch, caplog):
     monkeypatch.setattr(media, "ffmpeg_available", lambda: False)
     # Red on the +X half: every frame differs (GIF writers merge identical frames).
