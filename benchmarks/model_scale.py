@@ -95,7 +95,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     guidance, _ = load_guidance(cfg.guidance, PROMPT, device)
     sync(device)
     result = {"load_s": time.perf_counter() - started, "image_size": guidance.image_size,
-              "prediction_type": guidance.prediction_type, "render_px": cfg.render.resolution,
+              "prediction_type": guidance.prediction_type, "sds_family": guidance.family, "render_px": cfg.render.resolution,
               "load_peak_gib": peak_rss_gib() if device.type == "cpu" else torch.cuda.max_memory_allocated() / GIB}
     apply_savers(guidance, args.savers)
     timer = PartTimer(guidance, device)
@@ -121,7 +121,8 @@ def measure(args: argparse.Namespace, name: str) -> dict:
             print(f"  {name} step {step}: {steps[-1]['total']:.3f} s", file=sys.stderr, flush=True)
     result["steps"] = steps
     if device.type == "cpu":
-        result |= {"peak_gib": peak_rss_gib(), "step_peak_gib": rss.peak_gib, "after_load_gib": rss.start_gib}
+        result |= {"peak_gib": max(peak_rss_gib(), rss.peak_gib), "step_peak_gib": rss.peak_gib,
+                   "after_load_gib": rss.start_gib}
     else:
         result |= {"step_peak_gib": torch.cuda.max_memory_allocated(device) / GIB, "peak_gib": max(
             result["load_peak_gib"], torch.cuda.max_memory_allocated(device) / GIB)}
