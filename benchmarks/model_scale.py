@@ -135,20 +135,20 @@ def weights_gib(args: argparse.Namespace, name: str) -> float:
     return sum(parameter_counts(name, args.tiny, args.t5_layers).values()) * bytes_per / GIB
 
 
-def child(args: argparse.Namespace, name: str, role: str) -> dict:
+def child(args: argparse.Namespace, name: str, role: str, timeout_s: float | None) -> dict:
     """Run this script for one family in a fresh process (its own peak memory); return its JSON result."""
     cmd = [sys.executable, __file__, "--child", role, "--families", name, "--device", args.device,
            "--dtype", args.dtype, "--steps", str(args.steps), "--cache", str(args.cache)]
     cmd += ["--tiny"] * args.tiny + [f"--{s}" for s in args.savers]
     cmd += [] if args.t5_layers is None else ["--t5-layers", str(args.t5_layers)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    try:
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=args.timeout)
+    try:  # on a timeout subprocess.run kills the child, so nothing of it outlives this family
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"{role} timed out after {args.timeout:.0f} s"}
+        return {"error": f"{role} stopped at the time limit ({args.timeout:.0f} s for the family)"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
-        return {"error": f"{role} failed (exit {done.returncode}; a killed process, -9, usually ran out of memory)"}
+        return {"error": f"{role} failed (exit {done.returncode}; -9: killed, usually out of memory); its log is above"}
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
@@ -160,11 +160,12 @@ def run_family(args: argparse.Namespace, name: str) -> dict:
     if need > have and not args.force:
         return result | {"error": f"not run: weights alone need {result['weights_gib']:.1f} GiB (parameters x bytes; "
                                   f"loading holds one more shard) against {have:.1f} GiB available; --force to try"}
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
     if not (family_folder(args, name) / "built.json").is_file():
-        built = child(args, name, "build")
+        built = child(args, name, "build", args.timeout)
         if "error" in built:
             return result | built
-    return result | child(args, name, "measure")
+    return result | child(args, name, "measure", None if deadline is None else max(1.0, deadline - time.monotonic()))
 
 
 def flops_for(args: argparse.Namespace) -> dict[str, dict]:
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         print_result(args, result)
         results.append(result)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
 
 
