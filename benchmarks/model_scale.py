@@ -156,7 +156,8 @@ def run_family(args: argparse.Namespace, name: str) -> dict:
     """Build (if needed) and measure one family, each in a process of its own; or say why it was not run."""
     need = weights_gib(args, name) + (0 if args.tiny else LOAD_SHARD_GIB)
     have = available_gib(torch.device(args.device))
-    result: dict = {"family": name, "weights_gib": weights_gib(args, name), "t5_layers": args.t5_layers}
+    result: dict = {"family": name, "weights_gib": weights_gib(args, name), "t5_layers": args.t5_layers,
+                    "device": args.device, "dtype": args.dtype, "savers": list(args.savers)}
     if need > have and not args.force:
         return result | {"error": f"not run: weights alone need {result['weights_gib']:.1f} GiB (parameters x bytes; "
                                   f"loading holds one more shard) against {have:.1f} GiB available; --force to try"}

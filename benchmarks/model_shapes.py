@@ -202,9 +202,9 @@ def made_as(dtype: torch.dtype, device: str):
 
 
 def build_folder(name: str, folder: Path, tiny: bool = False, dtype: torch.dtype = torch.float32,
-                 t5_layers: int | None = None, device: str = "cpu") -> Path:
+                 t5_layers: int | None = None, device: str = "cpu", shard: str = "2GB") -> Path:
     """Write a diffusers folder for family `name` (random weights, made and saved in `dtype`, in shards of at most
-    2 GB). Components are made one at a time (on `device`: "cuda" initialises billions of weights in a moment) and
+    `shard`). Components are made one at a time (on `device`: "cuda" initialises billions of weights in a moment) and
     freed before the next, so building needs the largest component's memory, not the model's. ``built.json`` is
     written last: a folder without it is incomplete."""
     from sds.prior.tokenizer import build_tokenizer
@@ -214,7 +214,7 @@ def build_folder(name: str, folder: Path, tiny: bool = False, dtype: torch.dtype
     torch.manual_seed(0)
 
     def save(module, sub: str) -> None:
-        module.save_pretrained(folder / sub, max_shard_size="2GB")
+        module.save_pretrained(folder / sub, max_shard_size=shard)
 
     with made_as(dtype, device):
         save(make_unet(family, tiny), "unet")
