@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from model_shapes import FAMILIES, FAMILY_NAMES, build_folder, folder_name, parameter_counts
 from scale_flops import apply_savers, count_flops, matmul_tflops, meta_guidance, spec_tflops
-from scale_parts import GIB, PartTimer, RssSampler, available_gib, peak_rss_gib, sync
+from scale_parts import CAP_EXIT, GIB, PartTimer, RssSampler, available_gib, peak_rss_gib, sync
 
 PROMPT = "a red cube"
 SAVERS = ("attention-slicing", "vae-checkpointing", "vae-tiling", "channels-last")
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="IF: build only this many of T5-XXL's 24 layers (default: 24 on CUDA, 1 on the CPU)")
     p.add_argument("--cache", type=Path, default=Path("outputs/model_scale"), help="where built folders are kept")
     p.add_argument("--force", action="store_true", help="run a family even if its weights look too large")
+    p.add_argument("--max-rss-gib", type=float, default=None,
+                   help="CPU: stop a family's process when it holds more (default: the memory available when the "
+                        "family starts, less 1.5 GiB), before the system's out-of-memory killer acts")
     p.add_argument("--timeout", type=float, default=None, help="seconds per family (build + measure)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", choices=("build", "measure"), help=argparse.SUPPRESS)
@@ -91,20 +94,22 @@ def measure(args: argparse.Namespace, name: str) -> dict:
     device = torch.device(args.device)
     folder = family_folder(args, name)
     cfg = run_config(folder, args.dtype == "fp16")
-    started = time.perf_counter()
-    guidance, _ = load_guidance(cfg.guidance, PROMPT, device)
-    sync(device)
-    result = {"load_s": time.perf_counter() - started, "image_size": guidance.image_size,
-              "prediction_type": guidance.prediction_type, "sds_family": guidance.family, "render_px": cfg.render.resolution,
-              "load_peak_gib": peak_rss_gib() if device.type == "cpu" else torch.cuda.max_memory_allocated() / GIB}
-    apply_savers(guidance, args.savers)
-    timer = PartTimer(guidance, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    generator = torch.Generator().manual_seed(0)
-    batch, side = cfg.camera.batch_size, cfg.render.resolution
-    steps = []
-    with RssSampler() as rss:
+    with RssSampler(args.max_rss_gib if device.type == "cpu" else None) as rss:
+        started = time.perf_counter()
+        guidance, _ = load_guidance(cfg.guidance, PROMPT, device)
+        sync(device)
+        result = {"load_s": time.perf_counter() - started, "image_size": guidance.image_size,
+                  "prediction_type": guidance.prediction_type, "sds_family": guidance.family,
+                  "render_px": cfg.render.resolution, "load_peak_gib": peak_rss_gib() if device.type == "cpu"
+                  else torch.cuda.max_memory_allocated() / GIB}
+        apply_savers(guidance, args.savers)
+        timer = PartTimer(guidance, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        generator = torch.Generator().manual_seed(0)
+        batch, side = cfg.camera.batch_size, cfg.render.resolution
+        steps = []
+        rss.reset()
         for step in range(args.steps):
             rgb = torch.rand(batch, side, side, 3, generator=generator).to(device).requires_grad_(True)
             sync(device)
@@ -141,12 +146,15 @@ def child(args: argparse.Namespace, name: str, role: str, timeout_s: float | Non
            "--dtype", args.dtype, "--steps", str(args.steps), "--cache", str(args.cache)]
     cmd += ["--tiny"] * args.tiny + [f"--{s}" for s in args.savers]
     cmd += [] if args.t5_layers is None else ["--t5-layers", str(args.t5_layers)]
+    cmd += [] if args.max_rss_gib is None else ["--max-rss-gib", str(args.max_rss_gib)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     try:  # on a timeout subprocess.run kills the child, so nothing of it outlives this family
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"error": f"{role} stopped at the time limit ({args.timeout:.0f} s for the family)"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode == CAP_EXIT:
+        return {"error": f"{role} stopped: it held more than {args.max_rss_gib:.1f} GiB (the cap; see above)"}
     if done.returncode != 0 or not lines:
         return {"error": f"{role} failed (exit {done.returncode}; -9: killed, usually out of memory); its log is above"}
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -158,6 +166,8 @@ def run_family(args: argparse.Namespace, name: str) -> dict:
     have = available_gib(torch.device(args.device))
     result: dict = {"family": name, "weights_gib": weights_gib(args, name), "t5_layers": args.t5_layers,
                     "device": args.device, "dtype": args.dtype, "savers": list(args.savers)}
+    if args.device == "cpu" and args.max_rss_gib is None:
+        args.max_rss_gib = have - 1.5
     if need > have and not args.force:
         return result | {"error": f"not run: weights alone need {result['weights_gib']:.1f} GiB (parameters x bytes; "
                                   f"loading holds one more shard) against {have:.1f} GiB available; --force to try"}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 
 import torch
 
 GIB = 2**30
+CAP_EXIT = 3
+"""Exit code of a process that RssSampler stopped at its memory cap."""
 
 
 def sync(device: torch.device) -> None:
@@ -82,10 +85,14 @@ def available_gib(device: torch.device) -> float:
 
 
 class RssSampler:
-    """Peak resident memory sampled every 10 ms in a thread, from entry to exit: the steps' own peak, which the
-    process-lifetime peak hides when loading needed more."""
+    """Peak resident memory sampled every 10 ms in a thread, from entry (or the last ``reset``) to exit: the steps'
+    own peak, which the process-lifetime peak hides when loading needed more.
 
-    def __init__(self, every_s: float = 0.01):
+    cap_gib: on a shared machine, end the process (exit code CAP_EXIT) as soon as it holds more than this, before
+    the kernel's out-of-memory killer picks a victim that may be someone else's process."""
+
+    def __init__(self, cap_gib: float | None = None, every_s: float = 0.01):
+        self.cap_gib = cap_gib
         self.every_s = every_s
         self.start_gib = self.peak_gib = 0.0
         self._stop = threading.Event()
@@ -93,10 +100,18 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            self.peak_gib = max(self.peak_gib, current_rss_gib())
+            now = current_rss_gib()
+            self.peak_gib = max(self.peak_gib, now)
+            if self.cap_gib is not None and now > self.cap_gib:
+                print(f"stopped: resident memory reached {now:.1f} GiB, over the cap of {self.cap_gib:.1f} GiB",
+                      file=sys.stderr, flush=True)
+                os._exit(CAP_EXIT)
+
+    def reset(self) -> None:
+        self.start_gib = self.peak_gib = current_rss_gib()
 
     def __enter__(self) -> RssSampler:
-        self.start_gib = self.peak_gib = current_rss_gib()
+        self.reset()
         self._thread.start()
         return self
 
