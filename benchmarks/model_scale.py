@@ -13,8 +13,10 @@ maths) and backward (to the render). There is no NeRF here, so no render time: b
 Memory: on the CPU the process's peak resident set (loading included) and the peak sampled during the steps; on
 CUDA the peak allocated after loading and during the steps. --flops adds the step's FLOPs (``scale_flops``,
 counted on the meta device) and the floor they set at the device's measured matrix-product throughput;
-``--steps 0 --flops`` prints only that. A family whose weights alone exceed the memory available is not run (its
-estimate, parameters x bytes, is printed instead) unless --force.
+``--steps 0 --flops`` prints only that. On a shared CPU machine: a family whose weights alone exceed the memory
+available is not started (its estimate, parameters x bytes, is printed instead) unless --force, and a family's
+process ends itself at --max-rss-gib rather than meet the system's out-of-memory killer. Full-size folders are
+saved in float16 (the loader upcasts them): about 2.6 GB for SD, 7 GB for SDXL, 9-18 GB for IF; --cache keeps them.
 """
 
 from __future__ import annotations
