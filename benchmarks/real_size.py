@@ -4,11 +4,14 @@ random weights cost exactly what trained ones do.
 
     OMP_NUM_THREADS=2 python benchmarks/real_size.py [--steps 3] [--render 128] [--device cpu]
 
-Builds the UNet (865M parameters), the VAE and a 23-layer OpenCLIP-H-sized text encoder (with the built-in
-prior's small tokenizer: the text encoder runs once per run, so its vocabulary does not matter here), then times
-the guidance part of a training step: a [1, render, render, 3] image resized to 512 px, VAE-encoded with
-gradient, the UNet on [uncond; cond] at 64 x 64 latents, and the backward pass to the image. Prints the
-seconds per step (median) and the peak resident memory (CPU) or the peak allocated memory (CUDA).
+benchmarks/model_scale.py does this for five model families, through sds's loader and split by part; this script
+times the guidance objects built directly, as sds.doctor's memory estimate was calibrated on (docs/benchmarks.md).
+
+Builds the UNet (866M parameters), the VAE and the 23-layer OpenCLIP-H text encoder (with the built-in prior's
+word-level tokenizer at 77 tokens: the text encoder runs once per run, so its tokenizer does not matter here), then
+times the guidance part of a training step: a [1, render, render, 3] image resized to 512 px, VAE-encoded with
+gradient, the UNet on [uncond; cond] at 64 x 64 latents, and the backward pass to the image. Prints the seconds
+per step (median) and the peak resident memory (CPU) or the peak allocated memory (CUDA).
 """
 
 from __future__ import annotations
@@ -27,26 +30,19 @@ from sds.schedule import plan
 
 
 def sd21_base(device: torch.device):
-    """UNet, VAE, scheduler and text encoder shaped like stabilityai/stable-diffusion-2-1-base (random weights)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """UNet, VAE, scheduler and text encoder shaped like stabilityai/stable-diffusion-2-1-base (random weights; the
+    published configs live in model_shapes.py, shared with model_scale.py)."""
+    from diffusers import DDPMScheduler
+    from model_shapes import FAMILIES, make_scheduler, make_text_encoder, make_unet, make_vae
 
-    from sds.prior.tokenizer import build_tokenizer, vocabulary
+    from sds.prior.tokenizer import build_tokenizer
 
+    family = FAMILIES["sd21-base"]
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                                use_linear_projection=True)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=512)
-    tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocabulary()), hidden_size=1024,
-                                                intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-                                                hidden_act="gelu", max_position_embeddings=77,
-                                                pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012)
-    return unet.to(device), vae.to(device), scheduler, tokenizer, text_encoder.to(device)
+    unet, vae = make_unet(family, tiny=False), make_vae(family, tiny=False)
+    text_encoder = make_text_encoder(family.text_encoders[0], tiny=False)
+    scheduler = DDPMScheduler.from_config(make_scheduler(family).config)  # as sds's loader reads any scheduler
+    return unet.to(device), vae.to(device), scheduler, build_tokenizer(77), text_encoder.to(device)
 
 
 def main() -> None:
