@@ -52,7 +52,7 @@ class StageConfig:
     """"albedo": unlit colour only; "lit": lambertian, or grey (textureless) with probability textureless_prob."""
     textureless_prob: float = 0.0
     guidance_scale: float = 100.0
-    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u) (threestudio's s is ours + 1)."""
+    """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u) (threestudio's and DreamFusion's s is ours - 1)."""
     lr_scale: LrScale = _field(LrScale)
     redistance: bool = True
     """Whether an sdf grid's distance is reset every geometry.redistance_every steps in this stage."""
