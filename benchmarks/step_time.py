@@ -18,6 +18,7 @@ import torch
 
 from sds.config import load_config
 from sds.guidance.load import load_guidance
+from sds.render.renderer import RenderSettings
 from sds.run import peak_memory_mb
 from sds.schedule import plan
 from sds.train import make_trainer, sample_views
@@ -37,8 +38,10 @@ def time_steps(cfg, device, steps: int) -> dict[str, float]:
         t0 = time.perf_counter()
         p = plan(cfg, 300)
         cams, light, labels = sample_views(trainer, p)
-        out = trainer.renderer.render(cams, cfg.render.resolution, cfg.render.resolution, light, "lambertian",
-                                      perturb=True, generator=gen)
+        settings = RenderSettings("lambertian", perturb=True, normal_gradient_scale=cfg.render.normal_gradient_scale,
+                                  color_depth_gradient_scale=cfg.render.color_depth_gradient_scale)
+        out = trainer.renderer.render(cams, cfg.render.resolution, cfg.render.resolution, settings, light,
+                                      generator=gen)
         _sync(device)
         t1 = time.perf_counter()
         sds = guidance(out.rgb, labels, p, gen)
@@ -92,7 +95,7 @@ def main() -> None:
         r = time_steps(cfg, device, args.steps)
         breakdown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.items() if k != "total")
         print(f"{name}: {r['total']:.3f} s/step ({breakdown}); render {cfg.render.resolution}px x "
-              f"{cfg.camera.batch_size} views, {cfg.render.samples_per_ray} samples/ray, field {cfg.field.kind}")
+              f"{cfg.camera.batch_size} views, {cfg.render.samples_per_ray} samples/ray, field {cfg.field.encoding.kind} {cfg.field.geometry.kind}")
     print(f"peak RSS {peak_memory_mb():.0f} MiB")
     if device.type == "cuda":
         print(f"peak CUDA allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
