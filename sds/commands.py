@@ -170,7 +170,9 @@ def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = ""
             return _train_and_export(cfg, run, guidance, trainer, show_progress)
 
 
-def _open_run(run_dir: Path):
+def open_run(run_dir: Path):
+    """(Run, RunConfig) of an existing run folder; a folder that is not one, or a config this sds cannot read, is a
+    one-line RunError."""
     from sds.run import Run
 
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
@@ -197,12 +199,26 @@ def _open_run(run_dir: Path):
     return Run.open(run_dir), cfg
 
 
+def _require_checkpoint(run) -> None:
+    if not run.checkpoint.is_file():
+        raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+
+
 def _load_trainer_state(run, trainer) -> None:
     from sds.train import load_checkpoint
 
-    if not run.checkpoint.is_file():
-        raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+    _require_checkpoint(run)
     load_checkpoint(trainer, run)
+
+
+def load_trained(run, cfg: RunConfig):
+    """The run's field, background and renderer as its last checkpoint left them, on the config's device."""
+    from sds.build import pick_device
+    from sds.train import make_trainer
+
+    trainer = make_trainer(cfg, pick_device(cfg.device))
+    _load_trainer_state(run, trainer)
+    return trainer
 
 
 def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> int:
@@ -215,13 +231,12 @@ def resume(run_dir: Path, overrides: list[str], show_progress: bool = True) -> i
 
     started_at = now_iso()
     with capture_run_log() as run_log:
-        run, cfg = _open_run(run_dir)
+        run, cfg = open_run(run_dir)
         if overrides:
             cfg = with_overrides(cfg, overrides, allowed=RESUME_KEYS)
         from sds.train import read_checkpoint
 
-        if not run.checkpoint.is_file():  # the cheap checks first: loading a model can take minutes
-            raise RunError(f"{run.path} has no checkpoint (ckpt/last.pt); start a new run with sds generate")
+        _require_checkpoint(run)  # the cheap checks first: loading a model can take minutes
         done = read_checkpoint(run.checkpoint)["step"]
         if done > cfg.steps:
             raise RunError(f"the run is at step {done}, past steps={cfg.steps}; resume with steps >= {done}")
@@ -244,13 +259,9 @@ def export(run_dir: Path, overrides: list[str]) -> int:
 
     started_at = now_iso()
     with capture_run_log() as run_log:
-        run, cfg = _open_run(run_dir)
+        run, cfg = open_run(run_dir)
         cfg = with_overrides(cfg, overrides, allowed=EXPORT_KEYS)
-        from sds.build import pick_device
-        from sds.train import make_trainer
-
-        trainer = make_trainer(cfg, pick_device(cfg.device))
-        _load_trainer_state(run, trainer)
+        trainer = load_trained(run, cfg)
         run_log.open(run.path / "run.log")
         with record.command_on(run, started_at, later=True):
             run.info.hardware = record.machine(trainer.field_device)

@@ -262,12 +262,13 @@ def _after_step(trainer: Trainer, run: Run, rows: list[str], progress: Progress,
     if step % cadence.preview == 0:
         progress.image(step, save_preview(trainer, run.path / "progress" / f"step_{step:06d}.png"))
     checkpointed = step % cadence.checkpoint == 0
+    reported = step % cadence.report == 0
     if checkpointed:
         save_progress(trainer, run, rows)
         run.info.steps_done = step  # what a resume would start from
-    elif step % cadence.report == 0:
+    elif reported:
         write_metrics(run, rows)
-    if checkpointed or step % cadence.report == 0:
+    if checkpointed or reported:
         run.info.progress = progress.last
         run.save()
         progress.flush()

@@ -91,22 +91,18 @@ def score_renders(rgb: torch.Tensor, labels: list[str | None], guidance) -> floa
 def score_run(run_dir: Path) -> float:
     """Score a finished run from its checkpoint and write ``score.json`` into its folder. Loads the run's guidance
     model (and its field) on the run's device."""
-    import yaml
-
     from sds.batch.results import SCORE_FILE
-    from sds.build import pick_device
-    from sds.commands import nerf_render_fn  # the exporter's view of a NeRF: lit colour and opacity
-    from sds.config import from_dict
+    from sds.commands import (  # nerf_render_fn: the exporter's view of a NeRF
+        load_trained,
+        nerf_render_fn,
+        open_run,
+    )
     from sds.guidance.load import load_guidance
-    from sds.run import Run
-    from sds.train import load_checkpoint, make_trainer
 
     started = time.perf_counter()
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    device = pick_device(cfg.device)
-    trainer = make_trainer(cfg, device)
-    load_checkpoint(trainer, Run.open(run_dir))
-    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, device)
+    run, cfg = open_run(run_dir)
+    trainer = load_trained(run, cfg)
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, trainer.field_device)
     rgb, labels = render_score_views(nerf_render_fn(trainer.renderer), trainer.field.bound, _resolution(cfg))
     score = score_renders(rgb, labels, guidance)
     record = {"score": score, "views": SCORE_VIEWS, "timesteps": list(SCORE_TIMESTEPS), "noise_seed": SCORE_NOISE_SEED,
