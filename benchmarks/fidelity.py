@@ -157,10 +157,9 @@ def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path 
     before = set(out.glob("*/*"))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     new = sorted(set(out.glob("*/*")) - before)
-    if proc.returncode != 0 or not new:
+    if not new or not (new[-1] / "result" / "model.ply").exists():
         print(f"  FAILED {prompt!r} seed {seed}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
-        return new[-1] if new else None
-    return new[-1]
+    return new[-1] if new else None  # a run cut by the scene box exits 1 with its mesh written: it is scored
 
 
 def render_mesh(mesh, size: int = 128) -> np.ndarray:
@@ -281,7 +280,7 @@ def rescore(rows: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default=",".join(SHAPES))
-    parser.add_argument("--colors", default="red,blue,yellow")
+    parser.add_argument("--colors", default="red,blue,yellow", help='comma-separated, or "all" (the world\'s nine)')
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
     parser.add_argument("--report-only", action="store_true",
@@ -310,7 +309,7 @@ def main() -> None:
 
     print(f"{'prompt':22} seed  class     IoU   prop  dE    comp genus  time_s  peak_MiB", flush=True)
     # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
-    for color in args.colors.split(","):
+    for color in (COLORS if args.colors == "all" else args.colors.split(",")):
         for shape in args.shapes.split(","):
             for seed in map(int, args.seeds.split(",")):
                 prompt = f"a {color} {shape}"

@@ -137,11 +137,24 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
         return 130 if status == "interrupted" else 1
     with record.true_status(run, "export"):
         _export(trainer, run, cfg, show_progress)
-    run.info.status = "ok"
-    run.save()
-    log.info("done: %s", run.path / "result")
+    _finish(run)
     print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
-    return 0
+    return 0 if run.info.status == "ok" else 1
+
+
+CUT_BY_BOX_MESSAGE = ("the surface reached the scene box, which cut it flat: the mesh is written but is not the "
+                      "object; try another seed")
+
+
+def _finish(run) -> None:
+    """The status of a run whose mesh is written: ok, or cut_by_box when its surface reached the scene box."""
+    if run.info.export.get("touches_bound"):
+        run.info.status, run.info.message = "cut_by_box", CUT_BY_BOX_MESSAGE
+        log.error("run ended with status cut_by_box: %s (%s)", CUT_BY_BOX_MESSAGE, run.path / "result")
+    else:
+        run.info.status, run.info.message = "ok", ""
+        log.info("done: %s", run.path / "result")
+    run.save()
 
 
 def generate(cfg: RunConfig, show_progress: bool = True, recipe_reason: str = "",
@@ -268,11 +281,10 @@ def export(run_dir: Path, overrides: list[str]) -> int:
             # A failed re-export changes nothing: the last result stays (files are published only once all are
             # written) and so does the run's status.
             _export(trainer, run, cfg, show_progress=True)
-            if run.info.status in ("interrupted", "empty", "failed") and trainer.step >= cfg.steps:
-                run.info.status, run.info.message = "ok", ""  # training had finished; now the mesh is written too
-                run.save()
+            if run.info.status in ("ok", "cut_by_box", "interrupted", "empty", "failed") and trainer.step >= cfg.steps:
+                _finish(run)  # training had finished; the status is this mesh's
     print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
-    return 0
+    return 1 if run.info.status == "cut_by_box" else 0
 
 
 def view(run_dir: Path, open_browser: bool = True) -> int:

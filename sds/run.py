@@ -27,7 +27,7 @@ from sds import __version__
 from sds.config import RunConfig, to_yaml
 from sds.errors import UserError
 
-STATUSES = ("running", "ok", "nan", "empty", "interrupted", "failed")
+STATUSES = ("running", "ok", "cut_by_box", "nan", "empty", "interrupted", "failed")
 
 
 class DiskFullError(UserError, OSError):

@@ -93,6 +93,22 @@ def test_nan_loss_stops_with_status_nan_and_keeps_last_good_checkpoint(tiny_pixe
     assert all(torch.isfinite(v).all() for v in kept["field"].values())
 
 
+def test_a_surface_cut_by_the_scene_box_ends_with_status_cut_by_box(tiny_pixel_model, tmp_path, caplog):
+    from sds import commands
+
+    # A start sphere larger than the scene box (radius 1.2, box half-side 1): the surface meets the box's faces.
+    cfg = _cfg(tiny_pixel_model, tmp_path, "field.blob_radius=1.2", "export.formats=[ply]", "export.video=false")
+    assert commands.generate(cfg, show_progress=False) == 1
+    (run_dir,) = [p for p in tmp_path.glob("a-red-cube-*/*") if p.is_dir()]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "cut_by_box" and "scene box" in info["message"] and info["export"]["touches_bound"]
+    assert (run_dir / "result" / "model.ply").is_file()  # the mesh is kept, for a person to look at
+    assert "status cut_by_box" in caplog.text
+    # A re-export of the same field says the same: the status is the mesh's, not "ok" because training ended.
+    assert commands.export(run_dir, ["export.video=false"]) == 1
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "cut_by_box"
+
+
 @pytest.mark.slow
 def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_model, tmp_path):
     out = _sds("generate", "a red cube", "--recipe", "builtin", f"model={tiny_pixel_model}", f"output_dir={tmp_path}", *SMALL,

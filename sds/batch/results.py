@@ -18,7 +18,7 @@ SCORE_FILE = "score.json"
 TASK_FILE = "task.json"
 """Written into a run's group folder by the task running it: host, pid, attempt (how a test finds the worker)."""
 
-FAILED_STATUSES = ("nan", "empty", "failed")
+FAILED_STATUSES = ("cut_by_box", "nan", "empty", "failed")
 """Run statuses that end a run for its own reason: a second ``sds batch`` does not run it again."""
 
 
@@ -92,11 +92,11 @@ def read_score(run_dir: Path) -> float | None:
 
 
 def is_finished(run_dir: Path | None) -> bool:
-    """Nothing left to do: ok and scored, or ended for its own reason (nan, empty)."""
+    """Nothing left to do: ok and scored, or ended for its own reason (cut by the scene box, nan, empty)."""
     if run_dir is None:
         return False
     status = read_status(run_dir)
-    return (status == "ok" and read_score(run_dir) is not None) or status in ("nan", "empty")
+    return (status == "ok" and read_score(run_dir) is not None) or status in ("cut_by_box", "nan", "empty")
 
 
 def result_from_folder(prompt: str, seed: int, run_dir: Path | None, **extra) -> RunResult:

@@ -23,7 +23,7 @@ import sds
 from sds.batch.cluster import local_cpus
 from sds.batch.gallery import write_gallery
 from sds.batch.plan import plan_runs, run_group
-from sds.batch.results import RunResult, mark_best, read_results, write_results
+from sds.batch.results import RunResult, is_finished, mark_best, read_results, write_results
 from sds.batch.score import denoising_gain, score_renders
 from sds.batch.spec import BatchRow, read_spec, row_seeds
 from sds.config import ConfigError
@@ -167,8 +167,16 @@ def test_score_of_renders_is_deterministic_and_uses_the_prompt(tiny_pixel_model)
 
 def test_best_is_the_highest_scoring_ok_run_of_each_prompt():
     rows = [RunResult("a", 0, "ok", 0.1), RunResult("a", 1, "ok", 0.3), RunResult("a", 2, "nan"),
-            RunResult("b", 0, "failed"), RunResult("b", 1, "ok", -0.2)]
-    assert [r.best for r in mark_best(rows)] == [False, True, False, False, True]
+            RunResult("b", 0, "failed"), RunResult("b", 1, "ok", -0.2), RunResult("b", 2, "cut_by_box", 5.0)]
+    assert [r.best for r in mark_best(rows)] == [False, True, False, False, True, False]
+
+
+def test_a_run_cut_by_the_scene_box_is_finished_and_not_run_again(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for status, finished in [("cut_by_box", True), ("nan", True), ("interrupted", False), ("running", False)]:
+        (run / "run.json").write_text(json.dumps({"status": status}))
+        assert is_finished(run) is finished, status
 
 
 def _fake_run(folder: Path, name: str, color: tuple[int, int, int]) -> Path:
