@@ -68,13 +68,12 @@ def primitive_occupancy(shape: str, points: np.ndarray, angle_deg: float, centri
     return (sdf(shape, torch.from_numpy(points @ rot.T + centre).float()) < 0).numpy()
 
 
-def mesh_occupancy(mesh, points: np.ndarray, volume: float, centring: str = "volume") -> np.ndarray:
-    """Occupancy at points of the mesh centred on its centre of volume (or bounding box) and scaled to `volume`.
+def normalized(mesh, volume: float, centring: str = "volume"):
+    """A copy of the mesh centred on its centre of volume (or bounding box) and scaled to `volume`.
 
     Scale is set by volume, not by the longest side, so a shape is compared with a shape whatever size
     SDS chose. The centre of volume barely moves when a thin part (a cone's tip) is lost or grown, where the
-    bounding box's centre shifts with it. Surface voxels from trimesh's voxelizer with the interior filled:
-    no ray casting needed.
+    bounding box's centre shifts with it. A mesh that is not watertight is measured by its filled voxels.
     """
     unit = mesh.copy()
     filled = None if unit.is_watertight else unit.voxelized(pitch=EXTENT / GRID).fill()
@@ -86,7 +85,13 @@ def mesh_occupancy(mesh, points: np.ndarray, volume: float, centring: str = "vol
     unit.apply_translation(-np.asarray(centre))
     own_volume = abs(unit.volume) if filled is None else float(filled.volume)
     unit.apply_scale((volume / max(own_volume, 1e-9)) ** (1 / 3))
-    return unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(points)
+    return unit
+
+
+def mesh_occupancy(mesh, points: np.ndarray, volume: float, centring: str = "volume") -> np.ndarray:
+    """Occupancy at points of the mesh, normalized (centred, scaled to `volume`). Surface voxels from trimesh's
+    voxelizer with the interior filled: no ray casting needed."""
+    return normalized(mesh, volume, centring).voxelized(pitch=EXTENT / GRID).fill().is_filled(points)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -101,7 +106,89 @@ def _primitive_on_grid(shape: str, angle_deg: float, centring: str) -> np.ndarra
 
 def best_iou(occ: np.ndarray, shape: str, centring: str = "volume") -> float:
     """IoU of a mesh's occupancy (from mesh_occupancy, at the primitive's volume) with the primitive, best over turns."""
-    return max(iou(occ, _primitive_on_grid(shape, a, centring)) for a in ROTATIONS_DEG)
+    return iou(occ, _primitive_on_grid(shape, best_turn(occ, shape, centring), centring))
+
+
+def best_turn(occ: np.ndarray, shape: str, centring: str = "volume") -> float:
+    """The turn about +Y (degrees) at which the primitive best overlaps the mesh's occupancy."""
+    return max(ROTATIONS_DEG, key=lambda a: iou(occ, _primitive_on_grid(shape, a, centring)))
+
+
+# ------------------------------------------------------------------------------------ surface
+# IoU at equal volume forgives a lumpy or rounded surface (a crumpled box scores 0.8 as a cube). These measure
+# the surface itself, after the IoU's alignment: how far it lies from the true surface, both ways, and whether
+# its normals are the true shape's (a flat face has the face's normal everywhere; a dent or a rounded edge not).
+
+SURFACE_SAMPLES = 20000
+NORMAL_TOLERANCE_DEG = 15.0
+FLAT_MIN = 0.9
+"""A surface passes when at least this fraction of its area has normals within NORMAL_TOLERANCE_DEG of the true
+shape's: true primitives meshed at the export's resolution score 0.95 (cube) to 1.0 (sphere), a cube whose edges
+are rounded by a tenth of its side 0.79, by a twentieth 0.90; a bumpy surface 0.6-0.8 (tests/test_fidelity.py)."""
+HAUSDORFF_MAX = 0.06
+"""... and no point of either surface lies further than this from the other (world units; the cube's side is 0.8):
+true primitives 0.02-0.03; a dent 0.1 deep 0.1, a spike 0.25 long 0.2-0.4."""
+
+
+def _sdf_gradient(shape: str, points: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Unit gradient of the true signed distance: the true surface's normal at the point nearest each point."""
+    p = torch.from_numpy(points).double()
+    offsets = torch.eye(3, dtype=torch.float64) * eps
+    grad = torch.stack([sdf(shape, p + o) - sdf(shape, p - o) for o in offsets], -1).numpy()
+    return grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
+
+
+@functools.cache
+def _true_surface_points(shape: str, count: int = SURFACE_SAMPLES) -> np.ndarray:
+    """Points spread evenly over the true surface (marching cubes of the exact distance on a fine grid)."""
+    import trimesh
+    from skimage.measure import marching_cubes
+
+    g = np.linspace(-0.7, 0.7, 141)
+    points = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    volume = sdf(shape, torch.from_numpy(points).float()).numpy().reshape(141, 141, 141)
+    v, f, _, _ = marching_cubes(volume, 0.0, spacing=(g[1] - g[0],) * 3)
+    mesh = trimesh.Trimesh(v + g[0], f, process=False)
+    return np.asarray(trimesh.sample.sample_surface(mesh, count, seed=0)[0])
+
+
+def surface_scores(mesh, shape: str) -> dict:
+    """Surface measures of a mesh against the true primitive, aligned as the IoU aligns them (centre of volume,
+    equal volume, the best turn about +Y).
+
+    - ``chamfer``: the mean distance from each surface to the other, averaged over both (world units);
+    - ``hausdorff``: the largest distance from either surface to the other;
+    - ``flat``: the fraction of the mesh's area whose normal is within NORMAL_TOLERANCE_DEG of the true normal;
+    - ``normal_error_deg``: the mean angle between the two normals.
+    """
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    centre, volume = _primitive_frame(shape)
+    unit = normalized(mesh, volume)
+    coarse = best_turn(unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(_grid_points()), shape)
+    samples, faces = trimesh.sample.sample_surface(unit, SURFACE_SAMPLES, seed=0)
+
+    def placed(turn: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points and normals in the primitive's frame (as primitive_occupancy places them), and the normals' angles."""
+        a = math.radians(turn)
+        rot = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+        points, normals = np.asarray(samples) @ rot.T + centre, unit.face_normals[faces] @ rot.T
+        cos = np.abs((normals * _sdf_gradient(shape, points)).sum(-1)).clip(0, 1)
+        return points, normals, np.degrees(np.arccos(cos))
+
+    # The IoU's turns are 6 degrees apart; a cube 3 degrees off would lose flat area it has. Refine by normals.
+    turn = min(coarse + np.arange(-3.0, 3.01, 0.5), key=lambda t: placed(t)[2].mean())
+    points, normals, angle = placed(turn)
+    to_truth = np.abs(sdf(shape, torch.from_numpy(points).double()).numpy())
+    to_mesh, _ = cKDTree(points).query(_true_surface_points(shape))
+    return {"chamfer": float((to_truth.mean() + to_mesh.mean()) / 2),
+            "hausdorff": float(max(to_truth.max(), to_mesh.max())),
+            "flat": float((angle <= NORMAL_TOLERANCE_DEG).mean()), "normal_error_deg": float(angle.mean())}
+
+
+def surface_ok(scores: dict) -> bool:
+    return scores["flat"] >= FLAT_MIN and scores["hausdorff"] <= HAUSDORFF_MAX
 
 
 def elongation(occ: np.ndarray) -> float:
@@ -148,7 +235,8 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
             "iou_bbox": ious_bbox[shape], "class_bbox": max(ious_bbox, key=ious_bbox.get), "delta_e": errors[color],
             "color_class": min(errors, key=errors.get), "mean_rgb": colors.mean(0).round(3).tolist(),
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
-            "proportion": proportion(occupancy[shape, "volume"], shape), "faces": len(mesh.faces)}
+            "proportion": proportion(occupancy[shape, "volume"], shape), "faces": len(mesh.faces),
+            **surface_scores(welded, shape)}
 
 
 def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path | None:
@@ -204,7 +292,7 @@ def contact_tile(row: dict, size: int = 128) -> np.ndarray:
         if (result / "model.ply").exists() else blank
     label = Image.new("RGB", (2 * size, 30), "white")
     draw = ImageDraw.Draw(label)
-    verdict = (f"{row['class']} IoU {row['iou']:.2f} dE {row['delta_e']:.0f} g{row['genus']}"
+    verdict = (f"{row['class']} IoU {row['iou']:.2f} flat {row.get('flat', math.nan):.2f} dE {row['delta_e']:.0f} g{row['genus']}"
                + (" BOX" if row.get("touches_bound") else "") if "iou" in row else "FAILED")
     draw.text((4, 2), f"{row['prompt']} (seed {row['seed']})", fill="black")
     draw.text((4, 16), verdict, fill="darkgreen" if row.get("ok") else "darkred")
@@ -223,10 +311,11 @@ def contact_sheet(rows: list[dict], path: Path, columns: int = 4) -> None:
 
 
 def is_correct(row: dict, class_key: str = "class") -> bool:
-    """The prompted primitive (by the class under `class_key`), one component, the right genus, and not cut by
-    the scene box: a field that fills its box meshes as the box, which the scorer would call a cube."""
+    """The prompted primitive (by the class under `class_key`), one component, the right genus, its surface the
+    true one's (surface_ok: flat where the primitive is flat, no dent or spike), and not cut by the scene box: a
+    field that fills its box meshes as the box, which the scorer would call a cube."""
     return (row[class_key] == row["prompt"].split()[-1] and row["components"] == 1 and row["genus_ok"]
-            and not row.get("touches_bound", False))
+            and "flat" in row and surface_ok(row) and not row.get("touches_bound", False))
 
 
 def summary(rows: list[dict]) -> str:
@@ -240,6 +329,10 @@ def summary(rows: list[dict]) -> str:
             f"(centred on bounding boxes: {ok_bbox}/{len(rows)} correct, "
             f"mean IoU {statistics.mean(r.get('iou_bbox', math.nan) for r in scored):.3f}, "
             f"worst {min(r.get('iou_bbox', math.nan) for r in scored):.3f}), mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
+            f"surface right {sum(surface_ok(r) for r in scored if 'flat' in r)}/{len(rows)} "
+            f"(mean flat {statistics.mean(r.get('flat', math.nan) for r in scored):.3f}, "
+            f"worst Hausdorff {max(r.get('hausdorff', math.nan) for r in scored):.3f}), "
+            f"cut by the box {sum(bool(r.get('touches_bound')) for r in scored)}, "
             f"median time {statistics.median(r['time'] for r in scored):.0f} s, "
             f"max peak {max(r['peak'] for r in scored):.0f} MiB")
 
@@ -253,9 +346,24 @@ def by_shape(rows: list[dict]) -> str:
         if not mine:
             continue
         props = [r["proportion"] for r in scored if "proportion" in r]
+        flat = [r["flat"] for r in scored if "flat" in r]
         lines.append(f"  {shape:9} {sum(r['ok'] for r in mine)}/{len(mine)} correct"
                      + (f", mean IoU {statistics.mean(r['iou'] for r in scored):.3f}" if scored else "")
+                     + (f", worst {min(r['iou'] for r in scored):.3f}" if scored else "")
+                     + (f", flat {statistics.mean(flat):.3f}" if flat else "")
                      + (f", proportion {statistics.median(props):.2f}" if props else ""))
+    return "\n".join(lines)
+
+
+def by_color(rows: list[dict]) -> str:
+    """One line per colour: how many are correct and the mean colour error (the target: no colour's above 10)."""
+    lines = []
+    for color in COLORS:
+        mine = [r for r in rows if r["prompt"].split()[1] == color]
+        scored = [r for r in mine if "delta_e" in r]
+        if mine:
+            lines.append(f"  {color:9} {sum(r['ok'] for r in mine)}/{len(mine)} correct"
+                         + (f", mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}" if scored else ""))
     return "\n".join(lines)
 
 
@@ -298,6 +406,7 @@ def main() -> None:
             results.write_text(json.dumps(rows, indent=1))
         print(summary(rows))
         print(by_shape(rows))
+        print(by_color(rows))
         contact_sheet(rows, args.out / "contact.png")
         print(f"contact sheet: {args.out / 'contact.png'}")
         return
@@ -307,7 +416,7 @@ def main() -> None:
         rows.append(row)
         results.write_text(json.dumps(rows, indent=1))  # after every prompt: a stopped run keeps its rows
 
-    print(f"{'prompt':22} seed  class     IoU   prop  dE    comp genus  time_s  peak_MiB", flush=True)
+    print(f"{'prompt':22} seed  class     IoU   prop  dE    comp genus  flat  Hausd  time_s  peak_MiB", flush=True)
     # Colour-major: every shape is covered early, so a run stopped part-way still spans the vocabulary.
     for color in (COLORS if args.colors == "all" else args.colors.split(",")):
         for shape in args.shapes.split(","):
@@ -327,10 +436,11 @@ def main() -> None:
                 s["ok"] = is_correct(s)
                 record(s)
                 print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['proportion']:5.2f} {s['delta_e']:5.1f} {s['components']:4} "
-                      f"{s['genus']!s:5} {s['time']:7.0f} {s['peak']:8.0f}"
+                      f"{s['genus']!s:5} {s['flat']:.3f} {s['hausdorff']:.3f} {s['time']:7.0f} {s['peak']:8.0f}"
                       + ("  cut by the scene box" if s["touches_bound"] else ""), flush=True)
     print(summary(rows))
     print(by_shape(rows))
+    print(by_color(rows))
     contact_sheet(rows, args.out / "contact.png")
     print(f"contact sheet: {args.out / 'contact.png'}")
 

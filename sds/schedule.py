@@ -27,7 +27,7 @@ class StepPlan:
     t_range: tuple[float, float]
     """(t_min, t_max) as fractions of the model's training timesteps."""
     reg_weights: dict[str, float]
-    """Weight of each regulariser (orientation, opacity_entropy, eikonal)."""
+    """Weight of each regulariser (orientation, opacity_entropy, eikonal, normal_roughness)."""
     lr_scale: LrScale
     """Multiplier of each parameter group's base learning rate."""
     redistance: bool
@@ -94,7 +94,8 @@ def plan(cfg: RunConfig, step: int) -> StepPlan:
         t_range=t_range_at(cfg, step),
         reg_weights={"orientation": ramp_at(cfg.reg.orientation, step, cfg.steps),
                      "opacity_entropy": ramp_at(cfg.reg.opacity_entropy, step, cfg.steps),
-                     "eikonal": sdf.eikonal if sdf else 0.0},
+                     "eikonal": sdf.eikonal if sdf else 0.0,
+                     "normal_roughness": ramp_at(cfg.reg.normal_roughness, step, cfg.steps) if sdf else 0.0},
         lr_scale=stage.lr_scale,
         redistance=bool(every) and stage.redistance and (step + 1) % every == 0,
     )

@@ -137,6 +137,8 @@ def total_loss(sds_loss: torch.Tensor, out, field, weights: dict[str, float]) ->
             + weights["opacity_entropy"] * opacity_entropy(out.opacity))
     if weights["eikonal"] > 0:
         loss = loss + weights["eikonal"] * field.eikonal()
+    if weights["normal_roughness"] > 0:
+        loss = loss + weights["normal_roughness"] * field.normal_roughness()
     return loss
 
 

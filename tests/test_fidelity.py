@@ -24,6 +24,8 @@ from fidelity import (  # noqa: E402
     rescore,
     run_prompt,
     score_mesh,
+    surface_ok,
+    surface_scores,
 )
 
 from sds.prior.world import COLORS, sdf  # noqa: E402
@@ -47,8 +49,86 @@ def _true_mesh(shape: str, color: str, path: Path, y_max: float = np.inf) -> Pat
 def test_scorer_on_ground_truth(shape, color, tmp_path):
     s = score_mesh(_true_mesh(shape, color, tmp_path / "m.ply"), shape, color)
     assert s["class"] == shape and s["iou"] > 0.9 and s["delta_e"] < 1.0 and s["color_class"] == color
-    assert s["components"] == 1 and s["genus_ok"]
+    assert s["components"] == 1 and s["genus_ok"] and surface_ok(s)
     assert abs(s["proportion"] - 1) < 0.05
+
+
+# ------------------------------------------------------------------------------------ the surface criterion
+# True primitives and deliberately spoiled ones, meshed by marching cubes at the exporter's voxel size (pitch 1/64).
+
+
+def _mesh_of(distance, n: int = 96, extent: float = 0.75) -> trimesh.Trimesh:
+    from skimage.measure import marching_cubes
+
+    g = np.linspace(-extent, extent, n)
+    points = torch.from_numpy(np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)).float()
+    v, f, _, _ = marching_cubes(distance(points).numpy().reshape(n, n, n), 0.0, spacing=(g[1] - g[0],) * 3)
+    return trimesh.Trimesh(v + g[0], f[:, ::-1])
+
+
+def _surface_along_z(shape: str) -> float:
+    """Where the primitive's surface crosses the +z axis at y = 0 (bisection on its distance)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        inside = sdf(shape, torch.tensor([[0.0, 0.0, mid]])).item() < 0
+        lo, hi = (mid, hi) if inside else (lo, mid)
+    return lo
+
+
+def _dented(shape: str, depth: float = 0.1, radius: float = 0.2):
+    centre = torch.tensor([0.0, 0.0, _surface_along_z(shape) + radius - depth])  # a spherical bite in the side
+    return lambda p: torch.maximum(sdf(shape, p), radius - (p - centre).norm(dim=-1))
+
+
+def _spiked(shape: str, length: float = 0.25, radius: float = 0.03):
+    a = torch.tensor([0.0, 0.0, 0.0])
+    b = torch.tensor([0.0, 0.0, _surface_along_z(shape) + length])  # a thin rod out of the side
+
+    def distance(p):
+        h = ((p - a) @ (b - a) / ((b - a) @ (b - a))).clamp(0, 1)
+        return torch.minimum(sdf(shape, p), (p - a - h[..., None] * (b - a)).norm(dim=-1) - radius)
+    return distance
+
+
+def _rounded_cube(r: float):
+    def distance(p):  # the cube shrunk by r, then grown by r: its edges and corners rounded with radius r
+        q = p.abs() - (0.4 - r)
+        return q.clamp(min=0).norm(dim=-1) + q.max(-1).values.clamp(max=0) - r
+    return distance
+
+
+def _bumpy(shape: str, amplitude: float = 0.03, frequency: float = 12.0):
+    return lambda p: sdf(shape, p) + amplitude * torch.sin(frequency * p).prod(-1)
+
+
+@pytest.mark.parametrize("shape", ["sphere", "cube", "cylinder", "cone", "torus"])
+def test_surface_of_a_true_primitive_passes(shape):
+    scores = surface_scores(_mesh_of(lambda p: sdf(shape, p)), shape)
+    assert surface_ok(scores), scores
+    assert scores["flat"] >= 0.94 and scores["hausdorff"] < 0.035 and scores["chamfer"] < 0.01
+
+
+@pytest.mark.parametrize("shape,spoil", [
+    ("cube", _rounded_cube(0.08)),  # edges rounded by a tenth of the side: IoU 0.98, a rounded box
+    ("cube", _dented("cube")), ("cone", _dented("cone")), ("torus", _dented("torus")),
+    ("sphere", _spiked("sphere")), ("cylinder", _spiked("cylinder")),
+    ("cube", _bumpy("cube")), ("cylinder", _bumpy("cylinder")),
+], ids=["rounded-cube", "dented-cube", "dented-cone", "dented-torus", "spiked-sphere", "spiked-cylinder",
+        "bumpy-cube", "bumpy-cylinder"])
+def test_surface_of_a_spoiled_primitive_fails(shape, spoil):
+    scores = surface_scores(_mesh_of(spoil), shape)
+    assert not surface_ok(scores), scores
+
+
+def test_surface_scores_do_not_depend_on_size_position_or_turn():
+    mesh = _mesh_of(lambda p: sdf("cube", p))
+    moved = mesh.copy()
+    moved.apply_transform(trimesh.transformations.rotation_matrix(np.radians(33), [0, 1, 0]))
+    moved.apply_scale(1.7)
+    moved.apply_translation([0.3, -0.2, 0.5])
+    a, b = surface_scores(mesh, "cube"), surface_scores(moved, "cube")
+    assert abs(a["flat"] - b["flat"]) < 0.02 and abs(a["hausdorff"] - b["hausdorff"]) < 0.01
 
 
 def test_scorer_measures_proportion(tmp_path):

@@ -84,6 +84,7 @@ def validate(cfg: RunConfig, require_prompt: bool = True) -> None:
         check(0 < getattr(cfg.optim, name) <= 10, f"optim.{name}", "must be in (0, 10]")
     _check_ramp(cfg.reg.orientation, "reg.orientation", 0, 1e6)
     _check_ramp(cfg.reg.opacity_entropy, "reg.opacity_entropy", 0, 1e6)
+    _check_ramp(cfg.reg.normal_roughness, "reg.normal_roughness", 0, 1e6)
     check(r.normal_gradient_scale > 0 or max(cfg.reg.orientation.start, cfg.reg.orientation.end) == 0,
           "reg.orientation", "penalises normals, which reach the geometry only with render.normal_gradient_scale > 0; "
           "set one of them")

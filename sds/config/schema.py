@@ -215,6 +215,8 @@ class RegularizerConfig:
     """Normals facing away from the camera (DreamFusion's orientation loss)."""
     opacity_entropy: Ramp = _field(lambda: Ramp(0.0, 1000.0, 0.1111, 0.3333))
     """Binary entropy of opacity: pushes pixels to fully opaque or empty."""
+    normal_roughness: Ramp = _field(lambda: constant(0.0))
+    """How much the sdf grid's surface normal changes from voxel to voxel (flat faces cost nothing, bumps much)."""
 
 
 @dataclass(frozen=True)

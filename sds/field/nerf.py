@@ -161,6 +161,30 @@ class GridField(NeRFField):
         norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()
         return (norm - 1).pow(2).mean()
 
+    def normal_roughness(self, band_voxels: float = 2.0) -> torch.Tensor:
+        """Mean change of the sdf's unit normal from a voxel to its neighbour, |n(x + e_k) - n(x)|, over the
+        neighbour pairs (along the three axes) in a band just outside the surface (from half a voxel inside to
+        band_voxels outside).
+
+        The norm, not its square: like total variation, it charges how far the normal turns, not how fast, so an
+        edge between flat faces costs the same sharp or rounded, and a surface crumpled into bumps costs more.
+        The band is outside because inside, a true distance has a kink wherever two faces are equally near (a
+        cube's diagonal planes): counting it would charge sharp edges twice."""
+        d = self.lattice_distance()
+        r = d.shape[-1]
+        grads = torch.stack([torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1)
+                             for k in range(3)])  # [3, r-1, r-1, r-1], forward differences
+        normals = grads / grads.pow(2).sum(0, keepdim=True).add(1e-12).sqrt()
+        corner = d[:-1, :-1, :-1].detach() / self.voxel_size
+        near = (corner > -0.5) & (corner < band_voxels)
+        total, count = d.new_zeros(()), 0
+        for k in range(3):
+            change = torch.diff(normals, dim=k + 1).pow(2).sum(0).add(1e-12).sqrt()  # [.., r-2 along k, ..]
+            mask = near.narrow(k, 0, r - 2) & near.narrow(k, 1, r - 2)
+            total = total + change[mask].sum()
+            count += int(mask.sum())
+        return total / max(count, 1)
+
     @torch.no_grad()
     def redistance(self) -> bool:
         """Make the sdf geometry's channel a true distance to its own zero level set again (|grad d| = 1).

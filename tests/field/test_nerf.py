@@ -169,6 +169,45 @@ def test_eikonal_is_zero_for_a_distance_and_one_for_twice_a_distance():
     assert all(g.grad is None for g in field.albedo_grids)  # and never the albedo
 
 
+def _field_with_distance(distance, resolution: int = 48) -> GridField:
+    """A grid field whose sdf geometry is `distance` (a function of [..., 3] points) at its voxels."""
+    field = _grid(resolution, (), SdfGeometry(scale=1.0))
+    lattice = field.lattice
+    with torch.no_grad():
+        field.geometry_grids[0][0, 0] = distance(lattice) - field.start_sphere_sdf(lattice)
+    return field
+
+
+def test_normal_roughness_is_zero_on_a_plane_and_curvature_on_a_sphere():
+    # A plane's normal is the same everywhere. A sphere's turns by (h / R) sqrt(1 - n_k^2) between neighbours
+    # h apart along axis k: over the sphere's directions and the three axes, (pi / 4) h / R on average.
+    plane = _field_with_distance(lambda p: p @ torch.tensor([0.36, 0.48, 0.8]) - 0.1)
+    assert plane.normal_roughness().item() < 1e-4
+    sphere = _field_with_distance(lambda p: p.norm(dim=-1) - 0.5)
+    assert sphere.normal_roughness().item() == pytest.approx(math.pi / 4 * sphere.voxel_size / 0.5, rel=0.05)
+
+
+def _rounded_box(r: float):
+    def distance(p):  # a cube of side 0.8 with edges and corners rounded with radius r (0: sharp)
+        q = p.abs() - (0.4 - r)
+        return q.clamp(min=0).norm(dim=-1) + q.max(-1).values.clamp(max=0) - r
+    return distance
+
+
+def test_normal_roughness_charges_bumps_not_how_sharp_an_edge_is():
+    # Like total variation, the norm of the change counts how far the normal turns, not how fast: a face meeting
+    # the next at a sharp edge costs what a rounded edge costs (a squared change would prefer rounded edges),
+    # and bumps on the faces cost more.
+    sharp = _field_with_distance(_rounded_box(0.0)).normal_roughness().item()
+    rounded = _field_with_distance(_rounded_box(0.15)).normal_roughness().item()
+    bumpy = _field_with_distance(lambda p: _rounded_box(0.0)(p) + 0.02 * torch.sin(20 * p).prod(-1))
+    assert sharp == pytest.approx(rounded, rel=0.2), (sharp, rounded)
+    assert bumpy.normal_roughness().item() > 1.5 * sharp
+    field = _grid(24, (8,))
+    field.normal_roughness().backward()
+    assert field.geometry_grids[1].grad.abs().sum() > 0 and all(g.grad is None for g in field.albedo_grids)
+
+
 def _edge_crossings(d: torch.Tensor, lattice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the zero level set crosses each lattice edge with a sign change: the fraction of the edge (linear
     interpolation) and the point."""
