@@ -81,7 +81,7 @@ def _dented(shape: str, depth: float = 0.1, radius: float = 0.2):
     return lambda p: torch.maximum(sdf(shape, p), radius - (p - centre).norm(dim=-1))
 
 
-def _spiked(shape: str, length: float = 0.25, radius: float = 0.03):
+def _spiked(shape: str, length: float = 0.2, radius: float = 0.03):
     a = torch.tensor([0.0, 0.0, 0.0])
     b = torch.tensor([0.0, 0.0, _surface_along_z(shape) + length])  # a thin rod out of the side
 

@@ -161,10 +161,10 @@ class GridField(NeRFField):
         norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()
         return (norm - 1).pow(2).mean()
 
-    def normal_roughness(self, band_voxels: float = 2.0) -> torch.Tensor:
-        """Mean change of the sdf's unit normal from a voxel to its neighbour, |n(x + e_k) - n(x)|, over the
-        neighbour pairs (along the three axes) in a band just outside the surface (from half a voxel inside to
-        band_voxels outside).
+    def normal_turning(self, band_voxels: float = 2.0) -> tuple[torch.Tensor, int]:
+        """(Sum, count) of the change of the sdf's unit normal from a voxel to its neighbour, |n(x + e_k) - n(x)|,
+        over the neighbour pairs (along the three axes) in a band just outside the surface (from half a voxel
+        inside to band_voxels outside).
 
         The norm, not its square: like total variation, it charges how far the normal turns, not how fast, so an
         edge between flat faces costs the same sharp or rounded, and a surface crumpled into bumps costs more.
@@ -183,7 +183,15 @@ class GridField(NeRFField):
             mask = near.narrow(k, 0, r - 2) & near.narrow(k, 1, r - 2)
             total = total + change[mask].sum()
             count += int(mask.sum())
-        return total / max(count, 1)
+        return total, count
+
+    def normal_roughness(self) -> torch.Tensor:
+        """The normal's total turning (normal_turning's sum) per lattice cross-section ((r - 1)^2 pairs).
+
+        A sum, not a mean: a surface's cost grows with its size (a sphere's with its radius), so the penalty
+        never pays the field to grow (a mean over the surface would: a bigger sphere turns less per voxel)."""
+        total, _ = self.normal_turning()
+        return total / (self.geometry_grids[0].shape[-1] - 1) ** 2
 
     @torch.no_grad()
     def redistance(self) -> bool:

@@ -180,11 +180,17 @@ def _field_with_distance(distance, resolution: int = 48) -> GridField:
 
 def test_normal_roughness_is_zero_on_a_plane_and_curvature_on_a_sphere():
     # A plane's normal is the same everywhere. A sphere's turns by (h / R) sqrt(1 - n_k^2) between neighbours
-    # h apart along axis k: over the sphere's directions and the three axes, (pi / 4) h / R on average.
+    # h apart along axis k: over the sphere's directions and the three axes, (pi / 4) h / R on average per pair.
     plane = _field_with_distance(lambda p: p @ torch.tensor([0.36, 0.48, 0.8]) - 0.1)
     assert plane.normal_roughness().item() < 1e-4
-    sphere = _field_with_distance(lambda p: p.norm(dim=-1) - 0.5)
-    assert sphere.normal_roughness().item() == pytest.approx(math.pi / 4 * sphere.voxel_size / 0.5, rel=0.05)
+    for radius in (0.3, 0.5):
+        sphere = _field_with_distance(lambda p, r=radius: p.norm(dim=-1) - r)
+        total, count = sphere.normal_turning()
+        h = sphere.voxel_size  # the band's voxels lie 0.75 h outside the surface on average: radius R + 0.75 h
+        assert (total / count).item() == pytest.approx(math.pi / 4 * h / (radius + 0.75 * h), rel=0.05)
+    # The total turning grows with the sphere's radius (area R^2 times turning per pair 1/R): growing never pays.
+    small, large = (_field_with_distance(lambda p, r=r: p.norm(dim=-1) - r).normal_roughness() for r in (0.3, 0.5))
+    assert large > small * 1.4
 
 
 def _rounded_box(r: float):
