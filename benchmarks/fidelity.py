@@ -313,23 +313,30 @@ def contact_sheet(rows: list[dict], path: Path, columns: int = 4) -> None:
     Image.fromarray(grid).save(path)
 
 
-def is_correct(row: dict, class_key: str = "class") -> bool:
-    """The prompted primitive (by the class under `class_key`), one component, the right genus, its surface the
-    true one's (surface_ok: flat where the primitive is flat, no dent or spike), and not cut by the scene box: a
-    field that fills its box meshes as the box, which the scorer would call a cube."""
+def shape_right(row: dict, class_key: str = "class") -> bool:
+    """The prompted primitive (by the class under `class_key`), one component, the right genus, and not cut by the
+    scene box: a field that fills its box meshes as the box, which the scorer would call a cube. (The verdict of
+    the records before issue 27.)"""
     return (row[class_key] == row["prompt"].split()[-1] and row["components"] == 1 and row["genus_ok"]
-            and "flat" in row and surface_ok(row) and not row.get("touches_bound", False))
+            and not row.get("touches_bound", False))
+
+
+def is_correct(row: dict, class_key: str = "class") -> bool:
+    """shape_right, and its surface the true one's (surface_ok: flat where the primitive is flat, no dent or
+    spike): a crumpled box is not a cube."""
+    return shape_right(row, class_key) and "flat" in row and surface_ok(row)
 
 
 def summary(rows: list[dict]) -> str:
     scored = [r for r in rows if "iou" in r]
     if not scored:
         return f"fidelity: 0/{len(rows)} correct (no mesh was scored)"
-    ok_bbox = sum(is_correct(r, "class_bbox") for r in scored if "class_bbox" in r)
-    return (f"fidelity: {sum(r['ok'] for r in rows)}/{len(rows)} correct, "
+    ok_bbox = sum(shape_right(r, "class_bbox") for r in scored if "class_bbox" in r)
+    return (f"fidelity: {sum(r['ok'] for r in rows)}/{len(rows)} correct "
+            f"(the shape right, surface aside: {sum(shape_right(r) for r in scored)}/{len(rows)}), "
             f"mean IoU {statistics.mean(r['iou'] for r in scored):.3f}, "
             f"worst IoU {min(r['iou'] for r in scored):.3f} "
-            f"(centred on bounding boxes: {ok_bbox}/{len(rows)} correct, "
+            f"(centred on bounding boxes: {ok_bbox}/{len(rows)} shape right, "
             f"mean IoU {statistics.mean(r.get('iou_bbox', math.nan) for r in scored):.3f}, "
             f"worst {min(r.get('iou_bbox', math.nan) for r in scored):.3f}), mean dE {statistics.mean(r['delta_e'] for r in scored):.1f}, "
             f"surface right {sum(surface_ok(r) for r in scored if 'flat' in r)}/{len(rows)} "
@@ -394,6 +401,7 @@ def main() -> None:
     parser.add_argument("--colors", default="red,blue,yellow", help='comma-separated, or "all" (the world\'s nine)')
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
+    parser.add_argument("--columns", type=int, default=4, help="tiles per row of the contact sheet")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the summary and contact sheet from OUT/results.json without running")
     parser.add_argument("--rescore", action="store_true",
@@ -410,7 +418,7 @@ def main() -> None:
         print(summary(rows))
         print(by_shape(rows))
         print(by_color(rows))
-        contact_sheet(rows, args.out / "contact.png")
+        contact_sheet(rows, args.out / "contact.png", args.columns)
         print(f"contact sheet: {args.out / 'contact.png'}")
         return
     rows = []
@@ -444,7 +452,7 @@ def main() -> None:
     print(summary(rows))
     print(by_shape(rows))
     print(by_color(rows))
-    contact_sheet(rows, args.out / "contact.png")
+    contact_sheet(rows, args.out / "contact.png", args.columns)
     print(f"contact sheet: {args.out / 'contact.png'}")
 
 

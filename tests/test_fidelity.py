@@ -195,7 +195,8 @@ def test_contact_sheet_shows_the_mesh_and_keeps_failures(tmp_path):
     centre, corner = image[32, 32].astype(int), image[0, 0]
     assert centre[2] > centre[0] + 60 and centre[2] > centre[1] + 60  # the blue cube is in the middle
     assert (corner == 255).all()  # white around it
-    rows = [dict(score_mesh(mesh_path, "cube", "blue"), prompt="a blue cube", seed=0, run=str(run), ok=True),
+    rows = [{"prompt": "a blue cube", "seed": 0, "run": str(run), "ok": True, "class": "cube", "iou": 0.97, "flat": 0.95,
+             "delta_e": 0.5, "genus": 0},
             {"prompt": "a red cone", "seed": 1, "ok": False, "run": str(tmp_path / "missing")}]
     contact_sheet(rows, tmp_path / "contact.png", columns=2)
     sheet = iio.imread(tmp_path / "contact.png")
