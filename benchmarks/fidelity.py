@@ -155,7 +155,7 @@ def _true_surface_points(shape: str, count: int = SURFACE_SAMPLES) -> np.ndarray
     return np.asarray(trimesh.sample.sample_surface(mesh, count, seed=0)[0])
 
 
-def surface_scores(mesh, shape: str) -> dict:
+def surface_scores(mesh, shape: str, occupancy: np.ndarray | None = None) -> dict:
     """Surface measures of a mesh against the true primitive, aligned as the IoU aligns them (centre of volume,
     equal volume, the best turn about +Y).
 
@@ -169,7 +169,9 @@ def surface_scores(mesh, shape: str) -> dict:
 
     centre, volume = _primitive_frame(shape)
     unit = normalized(mesh, volume)
-    coarse = best_turn(unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(_grid_points()), shape)
+    if occupancy is None:  # score_mesh passes the one it scored the IoU on
+        occupancy = unit.voxelized(pitch=EXTENT / GRID).fill().is_filled(_grid_points())
+    coarse = best_turn(occupancy, shape)
     samples, faces = trimesh.sample.sample_surface(unit, SURFACE_SAMPLES, seed=0)
 
     def placed(turn: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,7 +241,7 @@ def score_mesh(path: Path, shape: str, color: str) -> dict:
             "color_class": min(errors, key=errors.get), "mean_rgb": colors.mean(0).round(3).tolist(),
             "components": len(components), "genus": genus, "genus_ok": genus == GENUS[shape],
             "proportion": proportion(occupancy[shape, "volume"], shape), "faces": len(mesh.faces),
-            **surface_scores(welded, shape)}
+            **surface_scores(welded, shape, occupancy[shape, "volume"])}
 
 
 def run_prompt(prompt: str, seed: int, out: Path, overrides: list[str]) -> Path | None:

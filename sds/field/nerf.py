@@ -107,6 +107,13 @@ class NeRFField(nn.Module):
         raise NotImplementedError
 
 
+def _forward_differences(d: torch.Tensor) -> torch.Tensor:
+    """[3, r-1, r-1, r-1] forward differences of a lattice [r, r, r] along its three axes, on the common corner."""
+    r = d.shape[-1]
+    return torch.stack([torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1)
+                        for k in range(3)])
+
+
 def _group(params, lr: float, role: str) -> dict:
     return {"params": list(params), "lr": lr, "initial_lr": lr, "role": role}
 
@@ -154,11 +161,8 @@ class GridField(NeRFField):
 
     def eikonal(self) -> torch.Tensor:
         """mean((|grad d| - 1)^2) of the sdf geometry's distance over the voxel lattice (forward differences)."""
-        d = self.lattice_distance()
-        r = d.shape[-1]
-        grads = [torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1) / self.voxel_size
-                 for k in range(3)]
-        norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()
+        grads = _forward_differences(self.lattice_distance()) / self.voxel_size
+        norm = sum(g.pow(2) for g in grads).add(1e-12).sqrt()  # the three axes added in order, as before
         return (norm - 1).pow(2).mean()
 
     def normal_turning(self, band_voxels: float = 2.0) -> tuple[torch.Tensor, int]:
@@ -172,8 +176,7 @@ class GridField(NeRFField):
         cube's diagonal planes): counting it would charge sharp edges twice."""
         d = self.lattice_distance()
         r = d.shape[-1]
-        grads = torch.stack([torch.diff(d, dim=k).narrow((k + 1) % 3, 0, r - 1).narrow((k + 2) % 3, 0, r - 1)
-                             for k in range(3)])  # [3, r-1, r-1, r-1], forward differences
+        grads = _forward_differences(d)
         normals = grads / grads.pow(2).sum(0, keepdim=True).add(1e-12).sqrt()
         corner = d[:-1, :-1, :-1].detach() / self.voxel_size
         near = (corner > -0.5) & (corner < band_voxels)
