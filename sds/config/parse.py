@@ -113,7 +113,7 @@ def _variant(value: Any, options: tuple[type, ...], key: str) -> Any:
         raise ConfigError(f"{key}: expected a mapping with a kind, got {value!r}")
     kinds = {o.kind: o for o in options}
     kind = value.get("kind", options[0].kind)
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:  # a list or mapping is not a kind (and cannot be looked up)
         raise ConfigError(f"{key}.kind: must be one of {', '.join(kinds)}; got {kind!r}")
     return _build(kinds[kind], value, key)
 

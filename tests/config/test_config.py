@@ -54,6 +54,7 @@ def test_overrides_win_and_aliases_work():
     ("export.formats=[glb, fbx]", "export.formats", "glb, obj, ply"),
     ("field.albedo_init=1", "field.albedo_init", "[0.01, 0.99]"),
     ("field.encoding=voxels", "field.encoding.kind", "one of grid, hashgrid"),
+    ("field.encoding.kind=[]", "field.encoding.kind", "one of grid, hashgrid"),  # was a TypeError (fuzz)
     ("field.encoding={kind: grid, levels: 3}", "field.encoding.levels", "unknown key of the grid kind"),
     ("field.geometry={kind: density, beta: 0.1}", "field.geometry.beta", "unknown key of the density kind"),
     ("field.geometry.beta=0", "field.geometry.beta", "(0, field.bound]"),
