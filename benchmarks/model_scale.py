@@ -13,7 +13,8 @@ maths) and backward (to the render). There is no NeRF here, so no render time: b
 Memory: on the CPU the process's peak resident set (loading included) and the peak sampled during the steps; on
 CUDA the peak allocated after loading and during the steps. --flops adds the step's FLOPs (``scale_flops``,
 counted on the meta device) and the floor they set at the device's measured matrix-product throughput;
-``--steps 0 --flops`` prints only that. On a shared CPU machine: a family whose weights alone exceed the memory
+``--steps 0 --flops`` prints only that. --attention-slicing, --vae-checkpointing and --channels-last turn on sds's
+guidance keys of those names (the loader applies them, as in a run); --vae-tiling is the benchmark's own. On a shared CPU machine: a family whose weights alone exceed the memory
 available is not started (its estimate, parameters x bytes, is printed instead) unless --force, and a family's
 process ends itself at --max-rss-gib rather than meet the system's out-of-memory killer. Full-size folders are
 saved in float16 (the loader upcasts them): about 2.6 GB for SD, 7 GB for SDXL, 9-18 GB for IF; --cache keeps them.
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 from model_shapes import FAMILIES, FAMILY_NAMES, build_folder, folder_name, parameter_counts
-from scale_flops import apply_savers, count_flops, matmul_tflops, meta_guidance, spec_tflops
+from scale_flops import SAVER_KEYS, apply_vae_tiling, count_flops, matmul_tflops, meta_guidance, spec_tflops
 from scale_parts import CAP_EXIT, GIB, PartTimer, RssSampler, available_gib, peak_rss_gib, sync
 
 PROMPT = "a red cube"
@@ -78,13 +79,15 @@ def family_folder(args: argparse.Namespace, name: str) -> Path:
     return args.cache / folder_name(name, args.tiny, args.t5_layers)
 
 
-def run_config(folder: Path, fp16: bool):
-    """The config `sds generate "a red cube" model=FOLDER` would run with (the recipe sds picks for the model)."""
+def run_config(folder: Path, fp16: bool, savers: tuple[str, ...] = ()):
+    """The config `sds generate "a red cube" model=FOLDER` would run with (the recipe sds picks for the model), with
+    the guidance keys of the memory savers asked for (``SAVER_KEYS``) turned on."""
     from sds.config import load_config
     from sds.recipes import choose_recipe
 
     recipe, _ = choose_recipe(str(folder), None)
-    return load_config(None, [f"guidance.model={folder}", f"guidance.half_precision={str(fp16).lower()}"],
+    keys = [f"guidance.{SAVER_KEYS[s]}=true" for s in savers if s in SAVER_KEYS]
+    return load_config(None, [f"guidance.model={folder}", f"guidance.half_precision={str(fp16).lower()}", *keys],
                        prompt=PROMPT, recipe=recipe)
 
 
@@ -95,7 +98,7 @@ def measure(args: argparse.Namespace, name: str) -> dict:
 
     device = torch.device(args.device)
     folder = family_folder(args, name)
-    cfg = run_config(folder, args.dtype == "fp16")
+    cfg = run_config(folder, args.dtype == "fp16", args.savers)
     with RssSampler(args.max_rss_gib if device.type == "cpu" else None) as rss:
         started = time.perf_counter()
         guidance, _ = load_guidance(cfg.guidance, PROMPT, device)
@@ -104,7 +107,8 @@ def measure(args: argparse.Namespace, name: str) -> dict:
                   "prediction_type": guidance.prediction_type, "sds_family": guidance.family,
                   "render_px": cfg.render.resolution, "load_peak_gib": peak_rss_gib() if device.type == "cpu"
                   else torch.cuda.max_memory_allocated() / GIB}
-        apply_savers(guidance, args.savers)
+        if "vae-tiling" in args.savers:  # the others are sds's keys: the loader applied them
+            apply_vae_tiling(guidance)
         timer = PartTimer(guidance, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -195,7 +199,7 @@ def flops_for(args: argparse.Namespace) -> dict[str, dict]:
           + (f"; data sheet {spec:.0f} (fp16/bf16 dense)" if spec else ""))
     out = {}
     for family in args.families:
-        cfg = run_config(family_folder(args, family), args.dtype == "fp16")
+        cfg = run_config(family_folder(args, family), args.dtype == "fp16", args.savers)
         guidance = meta_guidance(family, args.tiny, cfg.guidance, args.savers)
         counted = count_flops(guidance, cfg.render.resolution, cfg.camera.batch_size)
         vae = getattr(guidance, "vae", None)

@@ -11,6 +11,7 @@ bound by memory traffic rather than arithmetic, are not in the floor.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -21,58 +22,57 @@ SPEC_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G
 printed beside the measured matrix-product throughput, which is the one the floor uses."""
 
 
+SAVER_KEYS = {"attention-slicing": "attention_slicing", "vae-checkpointing": "vae_checkpointing",
+              "channels-last": "channels_last"}
+"""The benchmark's memory savers that are sds's own guidance keys, applied as a run applies them
+(``sds.guidance.memory.apply_memory_savers``); "vae-tiling", an approximation, is the benchmark's alone."""
+
+
+def with_savers(guidance_cfg, savers: tuple[str, ...]):
+    """guidance_cfg with the keys of the savers asked for turned on."""
+    return dataclasses.replace(guidance_cfg, **{SAVER_KEYS[s]: True for s in savers if s in SAVER_KEYS})
+
+
 def meta_guidance(name: str, tiny: bool, guidance_cfg, savers: tuple[str, ...] = ()):
     """The family's sds guidance object with its UNet and VAE on the meta device and meta prompt embeddings."""
     import diffusers
 
     from sds.guidance.latent import LatentGuidance
     from sds.guidance.load import model_family
+    from sds.guidance.memory import apply_memory_savers
     from sds.guidance.pixel import PixelGuidance
     from sds.guidance.sdxl import SDXLGuidance
     from sds.prompt import PromptEmbeddings
 
     diffusers.utils.logging.set_verbosity_error()  # as sds's loader does; casting a VAE to float32 warns
     family = FAMILIES[name]
+    guidance_cfg = with_savers(guidance_cfg, savers)
     with torch.device("meta"):
         unet, vae = make_unet(family, tiny), make_vae(family, tiny)
         configs = [text_config(e, tiny) for e in family.text_encoders]
         width = sum(c.get("hidden_size", c.get("d_model", 0)) for c in configs)
         hidden = torch.zeros(1, 77, width)
         pooled = torch.zeros(1, configs[-1]["projection_dim"]) if len(configs) > 1 else None
+    apply_memory_savers({"unet": unet, "vae": vae}, guidance_cfg)
     embeddings = PromptEmbeddings(hidden, {"": hidden}, pooled, None if pooled is None else {"": pooled})
     kind = model_family({"vae": vae, "text_encoder_2": True if len(configs) > 1 else None})
     cls = {"sdxl": SDXLGuidance, "latent": LatentGuidance, "pixel": PixelGuidance}[kind]
     args = (unet, vae) if vae is not None else (unet,)
     guidance = cls(*args, make_scheduler(family), embeddings, guidance_cfg, f"{name} (meta)")
-    apply_savers(guidance, savers)
+    if "vae-tiling" in savers:
+        apply_vae_tiling(guidance)
     return guidance
 
 
-def apply_savers(guidance, savers: tuple[str, ...]) -> None:
-    """Memory savers, none of which sds applies itself: "attention-slicing" (the UNet's attention in slices),
-    "vae-checkpointing" (the VAE encoder's blocks recomputed in the backward pass instead of kept),
-    "vae-tiling" (the VAE encodes overlapping tiles of half the input's side, 9 of them, blended: an approximation
-    that does 2.25x the encoder's work; it lowers the peak only together with vae-checkpointing, since without it
-    every tile's activations are kept for the backward pass),
-    "channels-last" (the UNet's and VAE's weights in NHWC layout)."""
+def apply_vae_tiling(guidance) -> None:
+    """The VAE encodes overlapping tiles of half the input's side, 9 of them, blended: an approximation (so not an
+    sds key) that does 2.25x the encoder's work; it lowers the peak only together with vae-checkpointing, since
+    without it every tile's activations are kept for the backward pass. Nothing for a pixel-space model."""
     vae = getattr(guidance, "vae", None)
-    for saver in savers:
-        if saver == "attention-slicing":
-            guidance.unet.set_attention_slice("auto")
-        elif saver == "channels-last":
-            for module in (guidance.unet, vae):
-                if module is not None:
-                    module.to(memory_format=torch.channels_last)
-        elif vae is None:
-            continue  # the VAE savers do not apply to a pixel-space model
-        elif saver == "vae-checkpointing":
-            vae.enable_gradient_checkpointing()
-        elif saver == "vae-tiling":
-            vae.use_tiling = True
-            vae.tile_sample_min_size = guidance.image_size // 2
-            vae.tile_latent_min_size = guidance.image_size // 2 // guidance.vae_scale
-        else:
-            raise ValueError(f"unknown memory saver {saver!r}")
+    if vae is not None:
+        vae.use_tiling = True
+        vae.tile_sample_min_size = guidance.image_size // 2
+        vae.tile_latent_min_size = guidance.image_size // 2 // guidance.vae_scale
 
 
 def count_flops(guidance, render_px: int, batch: int = 1) -> dict[str, float]:

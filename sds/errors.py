@@ -30,8 +30,8 @@ MISSING_PACKAGES = {
 
 
 OUT_OF_GPU_MEMORY = ("out of GPU memory ({detail}); lower render.resolution or camera.batch_size, or set "
-                     "guidance.half_precision=true (sds doctor estimates a run's peak); a run keeps its last "
-                     "checkpoint: sds resume RUN_DIR continues it")
+                     "guidance.half_precision=true or guidance.vae_checkpointing=true (sds doctor estimates a run's "
+                     "peak); a run keeps its last checkpoint: sds resume RUN_DIR continues it")
 """torch.OutOfMemoryError (CUDA), told by name: this module imports nothing heavy."""
 
 

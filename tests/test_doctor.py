@@ -88,3 +88,16 @@ def test_only_the_weights_diffusers_would_load_are_counted(tmp_path):
     index = {"_class_name": "X", "unet": ["diffusers", "UNet2DConditionModel"],
              "text_encoder": ["transformers", "CLIPTextModel"]}
     assert loaded_weight_bytes(tmp_path, index) == 130
+
+
+def test_the_memory_line_names_the_savers_on_and_those_to_try_when_the_estimate_does_not_fit():
+    from sds.config import load_config
+    from sds.doctor import memory_check
+
+    plain = load_config(None, [], require_prompt=False)
+    assert "saver" not in memory_check(plain, "cpu", 2**20).detail  # fits: nothing to suggest
+    too_big = memory_check(plain, "cpu", 2**60)
+    assert too_big.ok is False and "guidance.vae_checkpointing=true" in too_big.detail
+    saving = load_config(None, ["guidance.vae_checkpointing=true", "guidance.channels_last=true"], require_prompt=False)
+    detail = memory_check(saving, "cpu", 2**20).detail
+    assert "savers on: vae_checkpointing (not counted" in detail and "channels_last" not in detail

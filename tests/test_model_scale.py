@@ -63,6 +63,17 @@ def test_flops_of_a_full_size_step_are_counted_through_sds_guidance():
     assert pixel["encode"] == pixel["backward"] == 0 and pixel["unet"] > 5e12
 
 
+def test_the_benchmark_s_memory_savers_are_sds_s_own_keys():
+    """--attention-slicing, --vae-checkpointing and --channels-last are run with sds's guidance keys, applied by sds's
+    own code (so a figure with a saver is what a run with the key gets); --vae-tiling is the benchmark's alone."""
+    savers = ("attention-slicing", "vae-checkpointing", "vae-tiling")
+    cfg = run_config(Path("unused"), False, savers).guidance
+    assert cfg.attention_slicing and cfg.vae_checkpointing and not cfg.channels_last
+    guidance = meta_guidance("sd21-base", True, run_config(Path("unused"), False).guidance, savers)
+    assert guidance.cfg.vae_checkpointing and guidance.vae.encoder.gradient_checkpointing and guidance.vae.use_tiling
+    assert {type(p).__name__ for p in guidance.unet.attn_processors.values()} == {"SlicedAttnProcessor"}
+
+
 def test_t5_is_cut_to_one_layer_on_the_cpu_only():
     assert parse_args(["--families", "if-i"]).t5_layers == 1
     assert parse_args(["--families", "if-i", "--device", "cuda", "--dtype", "fp16"]).t5_layers == 24

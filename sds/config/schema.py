@@ -98,6 +98,12 @@ class GuidanceConfig:
     """Weight of the negative views in Perp-Neg."""
     half_precision: bool = False
     """Run the frozen model in float16 (CUDA only)."""
+    attention_slicing: bool = False
+    """Compute the UNet's attention a few heads at a time (less memory only where fused attention holds it all)."""
+    vae_checkpointing: bool = False
+    """Recompute the VAE encoder's activations in the backward pass, not keep them (SDXL at 1024 px needs it)."""
+    channels_last: bool = False
+    """Keep the UNet's and VAE's convolution weights channels-last (NHWC), the layout fast GPU kernels use."""
 
 
 @dataclass(frozen=True)
@@ -279,5 +285,6 @@ class RunConfig:
 USER_SECTIONS = ("prompt", "seed", "steps", "output_dir", "device", "checkpoint_every", "preview_every",
                  "guidance.model", "guidance.revision", "guidance.model_config", "guidance.loras",
                  "guidance.negative_prompt", "guidance.view_dependent_prompts", "guidance.perp_neg",
-                 "guidance.half_precision", "camera.batch_size", "render.resolution", "render.sampler", "export")
+                 "guidance.half_precision", "guidance.attention_slicing", "guidance.vae_checkpointing",
+                 "guidance.channels_last", "camera.batch_size", "render.resolution", "render.sampler", "export")
 """Keys (or sections) for users; the rest are the method, which recipes set."""

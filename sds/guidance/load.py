@@ -17,6 +17,7 @@ import torch
 from sds.config import GuidanceConfig
 from sds.errors import UserError, first_line
 from sds.guidance.base import Guidance
+from sds.guidance.memory import apply_memory_savers
 from sds.prompt import check_prompt, encode_prompts
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
     for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
         if name in parts:
             parts[name].to(device)
+    apply_memory_savers(parts, cfg)
     return parts, source
 
 
