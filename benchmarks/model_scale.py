@@ -187,8 +187,10 @@ def run_family(args: argparse.Namespace, name: str) -> dict:
 
 def flops_for(args: argparse.Namespace) -> dict[str, dict]:
     """Per family: the step's counted FLOPs and the floor they set on this device. The UNet runs in args.dtype;
-    sds runs a VAE that asks for it (``force_upcast``, the diffusers default) in float32, whose throughput is
-    measured separately (with TF32, as cuDNN's convolutions use it by default)."""
+    sds runs a VAE that asks for it (``force_upcast``, the diffusers default: ``sds.guidance.load.vae_dtype``) in
+    float32, whose throughput is measured separately (with TF32, as cuDNN's convolutions use it by default)."""
+    from sds.guidance.load import vae_dtype
+
     device = torch.device(args.device)
     fast = torch.float16 if args.dtype == "fp16" else torch.float32
     peak = matmul_tflops(device, fast)
@@ -203,7 +205,7 @@ def flops_for(args: argparse.Namespace) -> dict[str, dict]:
         guidance = meta_guidance(family, args.tiny, cfg.guidance, args.savers)
         counted = count_flops(guidance, cfg.render.resolution, cfg.camera.batch_size)
         vae = getattr(guidance, "vae", None)
-        vae_peak = peak32 if vae is not None and getattr(vae.config, "force_upcast", False) else peak
+        vae_peak = peak32 if vae is not None and vae_dtype(vae.config, fast) == torch.float32 else peak
         floor = counted["unet"] / (peak * 1e12) + (counted["encode"] + counted["backward"]) / (vae_peak * 1e12)
         out[family] = counted | {"floor_s": floor, "peak_tflops": peak, "vae_peak_tflops": vae_peak}
     return out

@@ -97,7 +97,7 @@ class GuidanceConfig:
     perp_neg_weight: float = 2.0
     """Weight of the negative views in Perp-Neg."""
     half_precision: bool = False
-    """Run the frozen model in float16 (CUDA only)."""
+    """Run the frozen model in float16 (CUDA only); a VAE whose config asks for float32 (force_upcast) keeps it."""
     attention_slicing: bool = False
     """Compute the UNet's attention a few heads at a time (less memory only where fused attention holds it all)."""
     vae_checkpointing: bool = False

@@ -12,10 +12,9 @@ class LatentGuidance(Guidance):
 
     def __init__(self, unet, vae, scheduler, embeddings, cfg, model_id: str):
         super().__init__(unet, scheduler, embeddings, cfg, model_id)
-        # The VAE is frozen too, but the gradient must flow through its encoder back to the render.
+        # The VAE is frozen too, but the gradient must flow through its encoder back to the render. It runs in the
+        # dtype the loader gave it (``sds.guidance.load.vae_dtype``: float32 unless its config allows float16).
         self.vae = vae.eval().requires_grad_(False)
-        if getattr(vae.config, "force_upcast", False):  # SDXL's VAE overflows in float16: it runs in float32
-            self.vae.to(torch.float32)
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
 

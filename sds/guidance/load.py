@@ -100,6 +100,7 @@ def _components_from_single_file(source: ModelSource, dtype: torch.dtype, model_
         raise ModelLoadError(f"{source.location} is an SDXL checkpoint; pass model_config=/path/to/sdxl_diffusers_folder "
                              "so that it loads as one")
     parts = {name: getattr(pipe, name) for name in ("unet", "vae", "scheduler", "tokenizer", "text_encoder")}
+    parts["vae"].to(vae_dtype(parts["vae"].config, dtype))  # one pipeline loads in one dtype: the VAE's is set after
     if pipeline_cls is StableDiffusionXLPipeline:
         parts |= {"tokenizer_2": pipe.tokenizer_2, "text_encoder_2": pipe.text_encoder_2}
     return parts
@@ -123,14 +124,23 @@ def _components_from_pretrained(source: ModelSource, revision: str | None, dtype
         "tokenizer": transformers.AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer", **kw),
         "text_encoder": encoder_cls.from_pretrained(source.location, subfolder="text_encoder", torch_dtype=dtype, **kw),
     }
-    if index.get("vae"):
-        parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", **model_kw, **kw)
+    if index.get("vae"):  # loaded in its own dtype, so float32 weights are never rounded to float16 and back
+        vae_config = AutoencoderKL.load_config(source.location, subfolder="vae", **kw)
+        parts["vae"] = AutoencoderKL.from_pretrained(source.location, subfolder="vae", **kw,
+                                                     **(model_kw | {"torch_dtype": vae_dtype(vae_config, dtype)}))
     if index.get("text_encoder_2"):  # SDXL: a second (projecting) text encoder gives the pooled embedding
         encoder_2_cls = getattr(transformers, index["text_encoder_2"][1])
         parts["tokenizer_2"] = transformers.AutoTokenizer.from_pretrained(source.location, subfolder="tokenizer_2", **kw)
         parts["text_encoder_2"] = encoder_2_cls.from_pretrained(source.location, subfolder="text_encoder_2",
                                                                 torch_dtype=dtype, **kw)
     return parts
+
+
+def vae_dtype(vae_config: dict, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a VAE runs in when the model runs in `dtype`: float32 when its config asks to be upcast
+    (``force_upcast``: SDXL's VAE overflows in float16) or does not say (diffusers' default), else `dtype`.
+    vae_config: the VAE's config (``AutoencoderKL.load_config`` or a loaded VAE's ``.config``)."""
+    return torch.float32 if dict(vae_config).get("force_upcast", True) else dtype
 
 
 def _quiet_loading() -> None:

@@ -1,7 +1,10 @@
 """Memory savers (guidance.attention_slicing, vae_checkpointing, channels_last) change how the frozen model runs,
-never the gradient a step gives."""
+never the gradient a step gives; and under half precision the VAE runs in the dtype its config asks for."""
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pytest
 import torch
@@ -82,3 +85,42 @@ def test_channels_last_lays_out_the_unet_and_vae_convolutions_nhwc(tiny_latent_m
 
     assert layouts(_load(tiny_latent_model, channels_last=True)) == {True}
     assert layouts(_load(tiny_latent_model)) == {False}
+
+
+def test_the_vae_dtype_follows_its_force_upcast():
+    from sds.guidance.load import vae_dtype
+
+    half = torch.float16
+    assert vae_dtype({"force_upcast": True}, half) == torch.float32  # SDXL's VAE overflows in float16
+    assert vae_dtype({"force_upcast": False}, half) == half  # e.g. a VAE fixed for float16
+    assert vae_dtype({}, half) == torch.float32  # not said: diffusers' default, upcast
+    assert vae_dtype({"force_upcast": False}, torch.float32) == torch.float32
+
+
+def _with_force_upcast(folder, tmp_path, value: bool | None):
+    """A copy of a model folder whose VAE config says force_upcast: value (None: says nothing of it)."""
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    path = copy / "vae" / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("force_upcast", None)
+    path.write_text(json.dumps(config if value is None else config | {"force_upcast": value}))
+    return copy
+
+
+@pytest.mark.parametrize("force_upcast,vae", [(False, torch.float16), (True, torch.float32), (None, torch.float32)])
+def test_half_precision_loads_the_vae_in_the_dtype_its_config_asks_for(tiny_latent_model, tmp_path, force_upcast, vae):
+    """Loaded as half_precision on CUDA loads (no CUDA needed to load in float16); None: the key is absent."""
+    from sds.guidance.load import _components_from_pretrained, resolve_model
+
+    folder = _with_force_upcast(tiny_latent_model, tmp_path, force_upcast)
+    assert ("force_upcast" in json.loads((folder / "vae" / "config.json").read_text())) == (force_upcast is not None)
+    parts = _components_from_pretrained(resolve_model(str(folder)), None, torch.float16)
+    assert parts["unet"].dtype == torch.float16 and parts["vae"].dtype == vae
+
+
+def test_half_precision_keeps_sdxl_s_vae_in_float32(tiny_sdxl_model):
+    from sds.guidance.load import _components_from_pretrained, resolve_model
+
+    parts = _components_from_pretrained(resolve_model(str(tiny_sdxl_model)), None, torch.float16)
+    assert parts["unet"].dtype == torch.float16 and parts["vae"].dtype == torch.float32
