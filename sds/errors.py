@@ -21,6 +21,10 @@ class RunError(UserError, RuntimeError):
     """A run folder problem the user can fix (missing or corrupt checkpoint, not a run folder, ...)."""
 
 
+class ModelLoadError(UserError, RuntimeError):
+    """The guidance model could not be found or loaded; the message says what to do."""
+
+
 MISSING_PACKAGES = {
     "torch": "PyTorch is not installed; install the build you want first: pip install torch --index-url "
              "https://download.pytorch.org/whl/cpu (CPU), or pip install 'sds3d[cuda]' (CUDA; README: Install)",

@@ -78,7 +78,7 @@ class GuidanceConfig:
     model_config: str | None = None
     """A local diffusers folder of the same family that describes a single-file checkpoint (offline)."""
     loras: tuple[str, ...] = ()
-    """LoRA files for the UNet, each "PATH" or "PATH:WEIGHT"; `lora=PATH` on the command line adds one."""
+    """LoRA files (UNet and text-encoder layers), each "PATH" or "PATH:WEIGHT"; `lora=PATH` on the command line adds one."""
     t_start: tuple[float, float] = (0.3, 0.98)
     """Diffusion time range (fractions of the model's training timesteps) sampled at step 0."""
     t_end: tuple[float, float] = (0.02, 0.5)

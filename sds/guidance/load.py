@@ -15,16 +15,13 @@ from pathlib import Path
 import torch
 
 from sds.config import GuidanceConfig
-from sds.errors import UserError, first_line
+from sds.errors import ModelLoadError, first_line
 from sds.guidance.base import Guidance
+from sds.guidance.lora import apply_loras
 from sds.guidance.memory import apply_memory_savers
 from sds.prompt import check_prompt, encode_prompts
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(UserError, RuntimeError):
-    """The guidance model could not be found or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -175,57 +172,12 @@ def load_components(cfg: GuidanceConfig, device: torch.device) -> tuple[dict, Mo
         raise ModelLoadError(f"could not load model {cfg.model!r} as a {where}: {first_line(e, limit=None)}") from None
     check_prediction_type(parts["scheduler"], cfg.model)
     if cfg.loras:
-        apply_loras(parts["unet"], cfg.loras, sdxl="text_encoder_2" in parts)
+        apply_loras(parts, cfg.loras, sdxl="text_encoder_2" in parts)
     for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
         if name in parts:
             parts[name].to(device)
     apply_memory_savers(parts, cfg)
     return parts, source
-
-
-def apply_loras(unet, loras: tuple[str, ...], sdxl: bool = False) -> None:
-    """Load each "PATH[:WEIGHT]" LoRA into the UNet with diffusers' own loader (peft backend) and set the weights.
-    The file is read by the pipeline's ``lora_state_dict``, which also converts the kohya / A1111 layouts most
-    downloaded LoRAs use. Only the UNet's layers are applied (text-encoder layers are logged as left out), and a
-    file that has none for this UNet is an error, never a run without the LoRA."""
-    import importlib.util
-
-    from sds.config import split_lora
-
-    if importlib.util.find_spec("peft") is None:
-        raise ModelLoadError("LoRA needs peft: pip install peft (or pip install 'sds3d[lora]')")
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    reader = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
-    names, weights = [], []
-    for i, entry in enumerate(loras):
-        path, weight = split_lora(entry)
-        _log_text_encoder_layers(path)
-        try:
-            state, alphas = reader.lora_state_dict(str(Path(path).expanduser()))
-            unet.load_lora_adapter(state, network_alphas=alphas, adapter_name=f"lora{i}", prefix="unet")
-        except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as e:  # a user's file
-            raise ModelLoadError(f"could not apply LoRA {path} to this model's UNet: {first_line(e)}") from None
-        if f"lora{i}" not in (getattr(unet, "peft_config", None) or {}):
-            raise ModelLoadError(f"LoRA {path} holds no layers for this model's UNet (a LoRA for another model "
-                                 "family, or for its text encoder only)")
-        names.append(f"lora{i}")
-        weights.append(weight)
-    unet.set_adapters(names, weights=weights)
-    log.info("LoRA: %s", ", ".join(f"{Path(split_lora(e)[0]).name} x {w:g}" for e, w in zip(loras, weights)))
-
-
-def _log_text_encoder_layers(path: str) -> None:
-    if not path.endswith(".safetensors"):
-        return
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(Path(path).expanduser()), framework="pt") as f:
-            if any(k.startswith(("text_encoder", "lora_te")) for k in f.keys()):
-                log.warning("LoRA %s also holds text-encoder layers; only its UNet layers are applied", path)
-    except (OSError, ValueError, RuntimeError):
-        pass  # the loader says what is wrong with the file
 
 
 def model_family(components: dict) -> str:

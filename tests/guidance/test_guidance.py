@@ -225,60 +225,6 @@ def test_sdxl_with_perp_neg_is_refused_before_compute(tiny_sdxl_model):
         load_guidance(GuidanceConfig(model=str(tiny_sdxl_model), perp_neg=True), "a red cube", torch.device("cpu"))
 
 
-@pytest.fixture(scope="module")
-def tiny_lora(tmp_path_factory, tiny_pixel_model):
-    """A LoRA for the tiny pixel model's UNet, made with peft and saved as diffusers saves one."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    torch.manual_seed(1)
-    unet = UNet2DConditionModel.from_pretrained(tiny_pixel_model / "unet")
-    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                init_lora_weights=False))
-    folder = tmp_path_factory.mktemp("lora")
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
-    return folder / "pytorch_lora_weights.safetensors"
-
-
-def _noise_with(model, loras=()):
-    guidance, _ = load_guidance(GuidanceConfig(model=str(model), loras=tuple(loras)), "a red cube", torch.device("cpu"))
-    x_t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return guidance.predict_noise(x_t, torch.tensor([300]), guidance.embeddings.for_views(["front"]), 5.0)
-
-
-def test_a_lora_changes_the_unet_and_its_weight_scales_it(tiny_pixel_model, tiny_lora):
-    base = _noise_with(tiny_pixel_model)
-    assert not torch.allclose(_noise_with(tiny_pixel_model, [str(tiny_lora)]), base, atol=1e-4)
-    assert torch.allclose(_noise_with(tiny_pixel_model, [f"{tiny_lora}:0"]), base, atol=1e-6)  # weight 0: the base
-
-
-def test_lora_from_the_command_line_and_its_errors(tiny_pixel_model, tiny_lora, tmp_path):
-    from sds.config import ConfigError, load_config, split_lora
-
-    cfg = load_config(None, [f"lora={tiny_lora}:0.5", f"lora={tiny_lora}"], prompt="a red cube")
-    assert cfg.guidance.loras == (f"{tiny_lora}:0.5", f"{tiny_lora}:1")  # repeatable; saved absolute
-    assert split_lora(f"{tiny_lora}:0.5") == (str(tiny_lora), 0.5) and split_lora("a:b.safetensors") == ("a:b.safetensors", 1.0)
-    with pytest.raises(ConfigError, match="no such LoRA file"):
-        load_config(None, [f"lora={tmp_path / 'missing.safetensors'}"], prompt="a red cube")
-    not_a_lora = tmp_path / "x.safetensors"
-    from safetensors.torch import save_file
-
-    save_file({"unet.nothing.lora_A.weight": torch.zeros(2, 2)}, not_a_lora)
-    with pytest.raises(ModelLoadError, match="could not apply LoRA"):
-        load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(not_a_lora),)), "a", torch.device("cpu"))
-
-
-def test_lora_without_peft_says_how_to_get_it(tiny_pixel_model, tiny_lora, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
-    with pytest.raises(ModelLoadError, match="pip install peft"):
-        load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(tiny_lora),)), "a", torch.device("cpu"))
-
-
 def test_a_single_file_checkpoint_offline_says_to_pass_model_config(tmp_path, tiny_latent_model):
     """No weights of a real single-file checkpoint here: what is tested is the one-line failure and its advice."""
     from safetensors.torch import save_file
@@ -294,16 +240,6 @@ def test_a_single_file_checkpoint_offline_says_to_pass_model_config(tmp_path, ti
     assert "\n" not in str(e.value) and "pass model_config" not in str(e.value)
     with pytest.raises(ConfigError, match="not a diffusers folder"):
         load_config(None, [f"model={path}", f"guidance.model_config={tmp_path}"], prompt="a red cube")
-
-
-def test_a_lora_with_no_layers_for_this_unet_is_an_error_not_a_run_without_it(tiny_pixel_model, tmp_path):
-    from safetensors.torch import save_file
-
-    path = tmp_path / "text_only.safetensors"
-    save_file({"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 16),
-               "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(16, 2)}, path)
-    with pytest.raises(ModelLoadError, match="no layers for this model's UNet"):
-        load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(path),)), "a", torch.device("cpu"))
 
 
 def test_model_family_from_loaded_parts_or_a_model_index():
