@@ -27,6 +27,22 @@ side view pushes half away from each). stable-dreamfusion interpolates these by 
 discrete labels the prompts carry."""
 
 
+PERP_NEG_SLOTS = 2
+"""Negatives per camera in Perp-Neg's UNet batch: the most any view has (a side view's two)."""
+
+
+def perp_neg_views(labels: list[str | None], weight: float) -> tuple[list[list[str | None]], list[torch.Tensor]]:
+    """Perp-Neg's negatives for B cameras with these view labels: per slot, the B view labels whose prompts are the
+    negatives, and their [B] weights (PERP_NEG_NEGATIVES' shares of `weight`). A camera with fewer negatives than
+    the slots fills the rest with its own label at weight 0, so every slot is a full batch."""
+    views, weights = [], []
+    for i in range(PERP_NEG_SLOTS):
+        chosen = [PERP_NEG_NEGATIVES.get(label or "", ())[i:i + 1] for label in labels]
+        views.append([c[0][0] if c else label for c, label in zip(chosen, labels)])
+        weights.append(torch.tensor([weight * c[0][1] if c else 0.0 for c in chosen]))
+    return views, weights
+
+
 def view_prompt(prompt: str, label: str | None) -> str:
     """"a red cube" + "side" -> "a red cube, side view" (the phrase the built-in prior was trained with)."""
     return f"{prompt}, {label} view" if label else prompt
@@ -44,18 +60,6 @@ class PromptEmbeddings:
     def for_views(self, labels: list[str | None]) -> torch.Tensor:
         """[B, L, D] conditional embeddings for B cameras' view labels (None: no view phrase)."""
         return torch.cat([self.by_view[label or ""] for label in labels])
-
-    def perp_neg_negatives(self, labels: list[str | None], weight: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Perp-Neg's negatives for B cameras: two [B, L, D] embeddings and their [B] weights (0 where a view has
-        fewer negatives: PERP_NEG_NEGATIVES)."""
-        slots = 2
-        embeddings, weights = [], []
-        for i in range(slots):
-            chosen = [PERP_NEG_NEGATIVES.get(label or "", ())[i:i + 1] for label in labels]
-            embeddings.append(torch.cat([self.by_view[c[0][0] if c else (label or "")]
-                                         for c, label in zip(chosen, labels)]))
-            weights.append(torch.tensor([weight * c[0][1] if c else 0.0 for c in chosen]))
-        return embeddings, weights
 
     def pooled_for_views(self, labels: list[str | None]) -> torch.Tensor:
         """[B, P] pooled embeddings (SDXL) for B cameras' view labels."""

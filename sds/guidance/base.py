@@ -22,7 +22,7 @@ from sds.guidance.sds import (
     to_epsilon,
     unet_noise,
 )
-from sds.prompt import PromptEmbeddings
+from sds.prompt import PromptEmbeddings, perp_neg_views
 
 if TYPE_CHECKING:
     from sds.schedule import StepPlan
@@ -74,8 +74,10 @@ class Guidance:
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)
 
-    def added_conditions(self, labels: list[str | None] | None, batch: int) -> dict | None:
-        """Extra UNet conditioning for the [uncond; cond] batch of `batch` cameras (None: the UNet takes none)."""
+    def added_conditions(self, labels: list[str | None] | None, batch: int,
+                         negative_views: list[list[str | None]] | None = None) -> dict | None:
+        """Extra UNet conditioning for the [uncond; cond; negatives...] batch of `batch` cameras: cond's view labels
+        (None: no view phrase), then those of each Perp-Neg negative slot. None: the UNet takes none."""
         return None
 
     def predict_noise_perp_neg(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
@@ -84,8 +86,10 @@ class Guidance:
         combination uses differences from the unconditional output, so converting v or x0 to epsilon after it
         gives the same result as before it (the conversion scales every difference by the same sqrt(ab))."""
         uncond = self.embeddings.uncond.expand(x_t.shape[0], -1, -1)
-        negatives, weights = self.embeddings.perp_neg_negatives(labels, self.cfg.perp_neg_weight)
-        eps_uncond, eps_pos, *eps_negs = unet_noise(self.unet, x_t, t, [uncond, cond, *negatives])
+        views, weights = perp_neg_views(labels, self.cfg.perp_neg_weight)
+        negatives = [self.embeddings.for_views(v) for v in views]
+        extra = self.added_conditions(labels, x_t.shape[0], views)
+        eps_uncond, eps_pos, *eps_negs = unet_noise(self.unet, x_t, t, [uncond, cond, *negatives], extra)
         output = perp_neg_combine(eps_uncond, eps_pos, eps_negs, [w.to(x_t.device) for w in weights], scale)
         alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return to_epsilon(output, x_t.float(), alpha_bar, self.prediction_type)

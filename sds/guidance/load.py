@@ -215,8 +215,6 @@ def load_guidance(cfg: GuidanceConfig, prompt: str, device: torch.device) -> tup
     log.info("model %s: %s, predicts %s", cfg.model, family, parts["scheduler"].config.prediction_type)
     if family == "sdxl" and "vae" not in parts:
         raise ModelLoadError(f"model {cfg.model!r} has a second text encoder (SDXL) but no vae; the folder is incomplete")
-    if family == "sdxl" and cfg.perp_neg:
-        raise ModelLoadError("guidance.perp_neg is not supported for SDXL models yet; set guidance.perp_neg=false")
     warnings = check_prompt(parts["tokenizer"], prompt)
     encoders = [(parts["tokenizer"], parts.pop("text_encoder"))]
     if family == "sdxl":

@@ -220,9 +220,58 @@ def test_sdxl_conditions_on_both_encoders_pooled_embeddings_and_time_ids(tiny_sd
     assert eps.shape == x_t.shape and not torch.allclose(eps, other_pooled, atol=1e-6)  # the pooled view counts
 
 
-def test_sdxl_with_perp_neg_is_refused_before_compute(tiny_sdxl_model):
-    with pytest.raises(ModelLoadError, match="perp_neg"):
-        load_guidance(GuidanceConfig(model=str(tiny_sdxl_model), perp_neg=True), "a red cube", torch.device("cpu"))
+def test_perp_neg_with_sdxl_conditions_every_branch_and_gives_the_formula_s_gradient(tiny_sdxl_model):
+    """One Perp-Neg step on SDXL: the UNet's batch is [uncond; views; two negative slots] x B cameras, and its
+    pooled embeddings and time ids follow it row by row. The render's gradient is Perp-Neg's formula, written out
+    here, over the four branches' outputs, each from a UNet call of its own, pulled back through the VAE."""
+    from sds.guidance.sds import sample_timesteps, sds_weight
+
+    cfg = GuidanceConfig(model=str(tiny_sdxl_model), perp_neg=True, perp_neg_weight=2.0, t_end=(0.02, 0.98))
+    guidance, _ = load_guidance(cfg, "a red cube", torch.device("cpu"))
+    e, unet, s = guidance.embeddings, guidance.unet, _plan(cfg).guidance_scale
+    labels = ["front", "side", "overhead"]
+    # each camera's negatives (PERP_NEG_NEGATIVES): front -> back at the full weight, side -> front and back at
+    # half each, overhead -> none; an unused slot repeats the camera's own view at weight 0
+    branches = [None, labels, ["back", "front", "overhead"], ["front", "back", "overhead"]]
+    weights = [torch.tensor([2.0, 1.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])]
+    calls = []
+    hook = unet.register_forward_pre_hook(lambda _, args, kw: calls.append((args, kw)), with_kwargs=True)
+    rgb = torch.rand(3, 16, 16, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    guidance(rgb, labels, _plan(cfg), torch.Generator().manual_seed(3)).loss.backward()
+    hook.remove()
+
+    (args, kw), = calls  # one UNet call for all four branches
+    texts = [e.uncond.expand(3, -1, -1) if b is None else e.for_views(b) for b in branches]
+    pooled = [e.pooled_uncond.expand(3, -1) if b is None else e.pooled_for_views(b) for b in branches]
+    assert args[0].shape[0] == 12 and torch.equal(kw["encoder_hidden_states"], torch.cat(texts))
+    assert torch.equal(kw["added_cond_kwargs"]["text_embeds"], torch.cat(pooled))
+    assert torch.equal(kw["added_cond_kwargs"]["time_ids"], guidance.time_ids(12))
+
+    images = rgb.detach().permute(0, 3, 1, 2).clone().requires_grad_(True)
+    x = guidance.encode(images)
+    gen = torch.Generator().manual_seed(3)  # the step's draws, in its order
+    t = sample_timesteps(_plan(cfg).t_range, guidance.num_train_timesteps, 3, gen)
+    noise = torch.randn(x.shape, generator=gen)
+    ab = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        x_t = ab.sqrt() * x + (1 - ab).sqrt() * noise
+        u, pos, *negs = (unet(x_t, t, encoder_hidden_states=h, added_cond_kwargs={
+            "text_embeds": p, "time_ids": guidance.time_ids(3)}).sample for h, p in zip(texts, pooled))
+    d_pos = pos - u
+    total = d_pos
+    for neg, w in zip(negs, weights):
+        d = neg - u
+        along = (d * d_pos).sum((1, 2, 3), keepdim=True) / (d_pos * d_pos).sum((1, 2, 3), keepdim=True)
+        total = total - w.view(-1, 1, 1, 1) * (d - along * d_pos)
+    eps = u + s * total
+    expected = torch.autograd.grad(x, images, grad_outputs=sds_weight(cfg.weighting, ab) * (eps - noise) / 3)[0]
+    assert torch.allclose(rgb.grad, expected.permute(0, 2, 3, 1), atol=1e-5, rtol=1e-4)
+    plain = GuidanceConfig(model=str(tiny_sdxl_model), t_end=(0.02, 0.98))
+    rgb_plain = rgb.detach().clone().requires_grad_(True)
+    load_guidance(plain, "a red cube", torch.device("cpu"))[0](rgb_plain, labels, _plan(plain),
+                                                              torch.Generator().manual_seed(3)).loss.backward()
+    assert not torch.allclose(rgb.grad[:2], rgb_plain.grad[:2], atol=1e-4)  # the negatives count
+    assert torch.allclose(rgb.grad[2], rgb_plain.grad[2], atol=1e-5)  # overhead: none, plain CFG
 
 
 def test_a_single_file_checkpoint_offline_says_to_pass_model_config(tmp_path, tiny_latent_model):
