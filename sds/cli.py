@@ -212,7 +212,7 @@ def _list_recipes() -> int:
 
     for name in shipped_names():
         recipe = load_recipe(name)
-        print(f"{name:12} {recipe.description}  [chosen for: {recipe.chosen_for}]")
+        print(f"{name:15} {recipe.description}  [chosen for: {recipe.chosen_for}]")
     print("sds show-config --recipe NAME prints a recipe's whole config and its stages.")
     print("sds generate --recipe NAME_OR_PATH \"...\" picks one; without --recipe it is chosen from the model.")
     return 0

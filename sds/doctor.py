@@ -155,10 +155,10 @@ def _prediction_type(folder: Path) -> str:
 
 def hub_cache_folder(repo_id: str) -> Path | None:
     """The local snapshot folder of a hub model, if the cache holds one (no network)."""
-    from huggingface_hub import try_to_load_from_cache
+    from sds.guidance.hub import cached_index
 
-    found = try_to_load_from_cache(repo_id, "model_index.json")
-    return Path(found).parent if isinstance(found, str) else None
+    found = cached_index(repo_id)
+    return None if found is None else found.parent
 
 
 def memory_check(cfg: RunConfig, device: str, weight_bytes: int) -> Check:

@@ -198,8 +198,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if recipe is not None:
         from sds.recipes import load_recipe
 
-        chosen = load_recipe(recipe)
-        data = _merged(chosen.config, data)
+        chosen = layer = load_recipe(recipe)
+        while layer is not None:  # the recipe's own settings over those of the recipe it extends
+            data = _merged(layer.config, data)
+            layer = layer.extends
         data["recipe"] = chosen.name
     cfg = _build(RunConfig, data)
     validate(cfg, require_prompt=require_prompt)

@@ -40,11 +40,17 @@ def is_hub_id(model: str) -> bool:
                 or Path(model).suffix in (".safetensors", ".ckpt"))
 
 
-def cached(repo_id: str, revision: str | None) -> bool:
-    """Whether the local Hugging Face cache holds the model's model_index.json (no network)."""
+def cached_index(repo_id: str, revision: str | None = None) -> Path | None:
+    """The model's model_index.json in the local Hugging Face cache, if it holds one (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "model_index.json", revision=revision), str)
+    found = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def cached(repo_id: str, revision: str | None) -> bool:
+    """Whether the local Hugging Face cache holds the model's model_index.json (no network)."""
+    return cached_index(repo_id, revision) is not None
 
 
 def unreachable(repo_id: str, revision: str | None) -> str | None:

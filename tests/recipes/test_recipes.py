@@ -14,7 +14,7 @@ from sds.recipes import choose_recipe, load_recipe, shipped_names
 
 
 def test_every_shipped_recipe_loads_and_resolves_to_a_valid_config():
-    assert {"builtin", "dreamfusion"} <= set(shipped_names())
+    assert {"builtin", "dreamfusion", "dreamfusion-if"} <= set(shipped_names())
     for name in shipped_names():
         recipe = load_recipe(name)
         assert recipe.description and recipe.chosen_for
@@ -36,6 +36,55 @@ def test_the_builtin_recipe_is_the_tuned_defaults():
 def test_the_recipe_is_chosen_from_the_model_unless_asked_for(model, requested, expected):
     name, reason = choose_recipe(model, requested)
     assert name == expected and reason
+
+
+def test_deepfloyd_if_gets_its_own_recipe_from_its_folder_or_its_hub_name(tiny_if_model, tiny_sdxl_model):
+    assert choose_recipe(str(tiny_if_model), None)[0] == "dreamfusion-if"  # model_index.json: IFPipeline
+    assert choose_recipe("DeepFloyd/IF-I-XL-v1.0", None)[0] == "dreamfusion-if"  # not cached: by its name
+    assert choose_recipe(str(tiny_sdxl_model), None)[0] == "dreamfusion"
+    assert choose_recipe("DeepFloyd/IF-II-L-v1.0", None)[0] == "dreamfusion"  # stage II is not a text-to-image base
+    name, reason = choose_recipe(str(tiny_if_model), None)
+    assert "DeepFloyd IF stage I" in reason
+
+
+def test_a_cached_hub_id_is_judged_by_its_model_index_not_its_name(tmp_path, monkeypatch, tiny_if_model):
+    """A hub id in the local cache (huggingface_hub's layout: refs/main names a snapshot) is read like a folder."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0" * 40
+    repo = tmp_path / "models--some-org--tiny-if"
+    shutil.copytree(tiny_if_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert choose_recipe("some-org/tiny-if", None)[0] == "dreamfusion-if"
+    assert choose_recipe("some-org/uncached", None)[0] == "dreamfusion"
+
+
+def test_the_if_recipe_is_dreamfusion_at_threestudio_s_if_guidance_and_if_s_own_size():
+    """threestudio's dreamfusion-if.yaml: guidance_scale 20 in its convention (ours + 1: our 21), 64-px renders."""
+    dreamfusion = load_config(None, [], prompt="a", recipe="dreamfusion")
+    deepfloyd = load_config(None, [], prompt="a", recipe="dreamfusion-if")
+    assert [s.guidance_scale for s in deepfloyd.stages] == [21.0, 21.0] and deepfloyd.render.resolution == 64
+    same_stages = [dataclasses.replace(s, guidance_scale=21.0) for s in dreamfusion.stages]
+    assert dataclasses.replace(dreamfusion, recipe="dreamfusion-if", stages=tuple(same_stages),
+                               render=dataclasses.replace(dreamfusion.render, resolution=64)) == deepfloyd
+
+
+def test_a_recipe_extends_another_and_may_not_extend_itself(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("description: d\nfor: f\nextends: dreamfusion\nconfig:\n  render: {resolution: 96}\n")
+    cfg = load_config(None, [], prompt="a", recipe=str(mine))
+    assert cfg.render.resolution == 96 and cfg.render.samples_per_ray == 128 and cfg.steps == 5000  # dreamfusion's
+    assert load_config(None, ["render.resolution=32"], prompt="a", recipe=str(mine)).render.resolution == 32
+    (tmp_path / "child.yaml").write_text("description: d\nfor: f\nextends: mine.yaml\nconfig: {steps: 7}\n")
+    child = load_config(None, [], prompt="a", recipe=str(tmp_path / "child.yaml"))  # a path: from its own folder
+    assert child.steps == 7 and child.render.resolution == 96
+    mine.write_text("description: d\nfor: f\nextends: child.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(None, [], prompt="a", recipe=str(mine))
 
 
 def test_a_stable_diffusion_model_no_longer_gets_the_builtin_prior_s_recipe():
@@ -104,6 +153,15 @@ def test_sds_recipes_lists_every_shipped_recipe_in_one_line_each(capsys):
     code, out = _main(["recipes"], capsys)
     lines = out.out.splitlines()
     assert code == 0 and all(any(line.startswith(name) for line in lines) for name in shipped_names())
+    assert any(line.startswith("dreamfusion-if ") and "DeepFloyd IF stage I" in line for line in lines)
+
+
+def test_show_config_names_the_if_recipe_for_an_if_folder(capsys, tiny_if_model):
+    import yaml
+
+    code, out = _main(["show-config", f"model={tiny_if_model}"], capsys)
+    printed = yaml.safe_load(out.out)
+    assert code == 0 and printed["recipe"] == "dreamfusion-if" and printed["stages"][0]["guidance_scale"] == 21.0
 
 
 def test_show_config_says_which_recipe_resolved(capsys):
