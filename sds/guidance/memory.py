@@ -25,7 +25,8 @@ def apply_memory_savers(parts: dict, cfg: GuidanceConfig) -> list[str]:
       score matrix at a time, which saves memory only where the fused kernel would build the whole one (no
       memory-efficient kernel for the device or dtype); elsewhere it costs time for nothing.
     - vae_checkpointing: the VAE encoder keeps no activations for the backward pass to the render and recomputes
-      them there (one more encoder pass per step); at SDXL's 1024 px those activations are the step's peak.
+      them there (one more encoder pass per step). The UNet runs without gradient, so at SDXL's 1024 px these are
+      most of what a step keeps (reasoned from the shapes; the benchmark has not run SDXL without the saver).
     - channels_last: the UNet's and VAE's convolution weights in NHWC layout, the one cuDNN's fast kernels use.
     """
     unet, vae = parts["unet"], parts.get("vae")
