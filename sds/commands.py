@@ -16,8 +16,10 @@ from sds.run_log import capture as capture_run_log
 
 log = logging.getLogger("sds")
 
-RESUME_KEYS = ("steps", "preview_every", "checkpoint_every", "device")
-"""What `sds resume` may change: anything else would not continue the same run."""
+RESUME_KEYS = ("steps", "preview_every", "checkpoint_every", "device", "guidance.attention_slicing",
+               "guidance.vae_checkpointing", "guidance.channels_last")
+"""What `sds resume` may change: anything else would not continue the same run. The memory savers change memory and
+time, not the gradient (sds.guidance.memory), so a run that ran out of memory resumes with one on."""
 EXPORT_KEYS = ("export", "device")
 """What `sds export` may change: the export.* section and the device."""
 

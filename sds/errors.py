@@ -35,7 +35,8 @@ MISSING_PACKAGES = {
 
 OUT_OF_GPU_MEMORY = ("out of GPU memory ({detail}); lower render.resolution or camera.batch_size, or set "
                      "guidance.half_precision=true or guidance.vae_checkpointing=true (sds doctor estimates a run's "
-                     "peak); a run keeps its last checkpoint: sds resume RUN_DIR continues it")
+                     "peak) for a new run; this run keeps its last checkpoint: sds resume RUN_DIR guidance.vae_checkpointing=true "
+                     "continues it with less memory")
 """torch.OutOfMemoryError (CUDA), told by name: this module imports nothing heavy."""
 
 

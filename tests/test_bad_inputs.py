@@ -331,6 +331,12 @@ def test_out_of_gpu_memory_ends_in_one_line_with_what_to_lower(cli, tiny_pixel_m
     status, message = _status(run_dir)
     assert status == "failed" and message.startswith("training: out of GPU memory") and "\n" not in message
     assert "out of GPU memory" in (run_dir / "run.log").read_text()
+    # The resume it suggests is one sds resume accepts.
+    from sds.commands import RESUME_KEYS
+    from sds.config import load_config, with_overrides
+
+    suggested = err[0].split("sds resume RUN_DIR ")[1].split()[0]
+    with_overrides(load_config(None, prompt="a red cube"), [suggested], allowed=RESUME_KEYS)
 
 
 def test_nan_before_the_first_checkpoint_says_none_is_kept(tiny_pixel_model, tmp_path, caplog):

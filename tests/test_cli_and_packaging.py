@@ -4,6 +4,7 @@ accepts, shipped configs found by name from any folder, and a wheel that carries
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -81,7 +82,9 @@ def test_resume_help_lists_exactly_what_resume_accepts(capsys):
     cfg = load_config(None, prompt="a red cube")
     for key in RESUME_KEYS:
         assert f"{key}=" in text
-        with_overrides(cfg, [f"{key}={getattr(cfg, key)}"], allowed=RESUME_KEYS)  # accepted
+        value = functools.reduce(getattr, key.split("."), cfg)
+        assert with_overrides(cfg, [f"{key}={not value if isinstance(value, bool) else value}"],
+                              allowed=RESUME_KEYS) != cfg or not isinstance(value, bool)  # accepted, and applied
     for refused in ("seed", "model", "guidance.guidance_scale"):
         assert refused not in text
         with pytest.raises(ConfigError, match="not changeable"):
