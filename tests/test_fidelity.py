@@ -31,14 +31,14 @@ from fidelity import (  # noqa: E402
 from sds.prior.world import COLORS, sdf  # noqa: E402
 
 
-def _true_mesh(shape: str, color: str, path: Path, y_max: float = np.inf) -> Path:
-    """Marching cubes of the true primitive (cut flat above y_max, if given)."""
+def _true_mesh(shape: str, color: str, path: Path, y_max: float = np.inf, n: int = 72) -> Path:
+    """Marching cubes of the true primitive on an n^3 grid (cut flat above y_max, if given)."""
     from skimage.measure import marching_cubes
 
-    g = np.linspace(-0.7, 0.7, 72)
+    g = np.linspace(-0.7, 0.7, n)
     points = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
     distance = np.maximum(sdf(shape, torch.from_numpy(points).float()).numpy(), points[:, 1] - y_max)
-    volume = distance.reshape(72, 72, 72)
+    volume = distance.reshape(n, n, n)
     v, f, _, _ = marching_cubes(volume, 0.0, spacing=(g[1] - g[0],) * 3)
     rgba = (np.array([*COLORS[color], 1.0]) * 255).astype(np.uint8)
     trimesh.Trimesh(v, f[:, ::-1], vertex_colors=np.tile(rgba, (len(v), 1))).export(path)
@@ -190,7 +190,7 @@ def test_contact_sheet_shows_the_mesh_and_keeps_failures(tmp_path):
 
     run = tmp_path / "run"
     (run / "result").mkdir(parents=True)
-    mesh_path = _true_mesh("cube", "blue", run / "result" / "model.ply")
+    mesh_path = _true_mesh("cube", "blue", run / "result" / "model.ply", n=24)  # coarse: the sheet's speed
     image = render_mesh(trimesh.load(mesh_path, force="mesh", process=False), size=64)
     centre, corner = image[32, 32].astype(int), image[0, 0]
     assert centre[2] > centre[0] + 60 and centre[2] > centre[1] + 60  # the blue cube is in the middle
@@ -206,11 +206,11 @@ def test_contact_sheet_shows_the_mesh_and_keeps_failures(tmp_path):
 def test_cfg_benchmark_measures_agreement_and_chroma(tmp_path):
     from cfg_scale import chroma, mesh_agreement
 
-    cube = trimesh.load(_true_mesh("cube", "red", tmp_path / "cube.ply"), force="mesh")
+    cube = trimesh.load(_true_mesh("cube", "red", tmp_path / "cube.ply", n=40), force="mesh")
     turned = cube.copy()
     turned.apply_transform(trimesh.transformations.rotation_matrix(np.radians(30), [0, 1, 0]))
     turned.apply_scale(1.7)  # size and a turn about +Y do not count as a difference between seeds
-    torus = trimesh.load(_true_mesh("torus", "red", tmp_path / "torus.ply"), force="mesh")
+    torus = trimesh.load(_true_mesh("torus", "red", tmp_path / "torus.ply", n=40), force="mesh")
     assert mesh_agreement(cube, turned) > 0.9
     assert mesh_agreement(cube, torus) < 0.5
     assert chroma([0.5, 0.5, 0.5]) < 1 and chroma(COLORS["blue"]) > 60
