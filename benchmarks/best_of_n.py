@@ -4,6 +4,7 @@
                                    [--workers 2] [--out outputs/best_of_n] [key=value overrides for every run]
     python benchmarks/best_of_n.py --report-only BATCH_FOLDER     # analyse a finished batch again
     python benchmarks/best_of_n.py --primitives [--colors ...]     # the score alone, on true renders (minutes)
+    python benchmarks/best_of_n.py --fidelity-results R.json [R.json ...]  # score runs fidelity.py already made
 
 Every prompt "a <colour> <shape>" runs with seeds 0..N-1 in one batch; each mesh is scored against its true
 primitive as ``benchmarks/fidelity.py`` does (shape IoU, shape class, colour dE). Printed:
@@ -12,6 +13,10 @@ primitive as ``benchmarks/fidelity.py`` does (shape IoU, shape class, colour dE)
 - the mean IoU (and dE) of the seed the score chose, of all seeds (what a random seed gets on average) and of the
   best seed by IoU (the best any choice could do);
 - the prompts whose chosen mesh is the wrong shape although one of its seeds has the right one.
+
+``--fidelity-results`` scores the kept runs of ``benchmarks/fidelity.py`` (its results.json files, several seeds
+a prompt) with the same score ``sds batch`` writes (``sds.batch.score.score_run``, kept in each run's score.json),
+instead of training them again through a batch.
 
 ``--primitives`` checks the score alone, without training: for each prompt "a <colour> <shape>" it scores 8 true
 renders of each of the five primitives in that colour (the prior's own training renders, ``sds.prior.data``) and
@@ -29,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fidelity import score_mesh  # noqa: E402  (a sibling script, not a package)
+from fidelity import score_mesh, shape_right  # noqa: E402  (a sibling script, not a package)
 
 
 def run_batch(prompts: list[str], seeds: int, workers: int, out: Path, overrides: list[str]) -> Path:
@@ -54,6 +59,23 @@ def fidelity_rows(folder: Path) -> list[dict]:
     return [r for r in rows if "iou" in r and r["score"] is not None]
 
 
+def scored_fidelity_rows(results: list[Path]) -> list[dict]:
+    """The rows of fidelity.py's results.json files (already scored against the truth), each with the batch's
+    score of its run (computed once, then read from the run's score.json)."""
+    from sds.batch.results import read_score
+    from sds.batch.score import score_run
+
+    rows = []
+    for path in results:
+        for r in json.loads(path.read_text()):
+            run = Path(r["run"]) if r.get("run") else None
+            if "iou" not in r or run is None or not (run / "ckpt").is_dir():
+                continue
+            score = read_score(run)
+            rows.append({**r, "shape": r["prompt"].split()[-1], "score": score if score is not None else score_run(run)})
+    return rows
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
@@ -72,11 +94,13 @@ def report(rows: list[dict]) -> str:
         scores = [r["score"] for r in runs]
         rho_iou.append(spearman(scores, [r["iou"] for r in runs]))
         rho_de.append(spearman(scores, [-r["delta_e"] for r in runs]))
-        pick = max(runs, key=lambda r: r["score"])
+        # As sds batch's mark_best: a run cut by the scene box (status cut_by_box) is never chosen.
+        pick = max([r for r in runs if not r.get("touches_bound")] or runs, key=lambda r: r["score"])
         chosen.append(pick)
         oracle.append(max(runs, key=lambda r: r["iou"]))
-        if pick["class"] != pick["shape"] and any(r["class"] == r["shape"] for r in runs):
-            wrong.append(f"{prompt} (seed {pick['seed']} is a {pick['class']})")
+        if not shape_right(pick) and any(shape_right(r) for r in runs):
+            wrong.append(f"{prompt} (seed {pick['seed']}: {pick['class']}, genus {pick['genus']}, "
+                         f"{pick['components']} component(s){', cut by the box' if pick.get('touches_bound') else ''})")
         lines.append(f"{prompt:22} " + "  ".join(f"s{r['seed']}: IoU {r['iou']:.3f} dE {r['delta_e']:4.1f} "
                                                  f"score {r['score']:.4g}{' *' if r is pick else ''}" for r in runs))
 
@@ -139,10 +163,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/best_of_n"))
     parser.add_argument("--report-only", type=Path, default=None, metavar="BATCH_FOLDER")
     parser.add_argument("--primitives", action="store_true", help="check the score on true renders, no training")
+    parser.add_argument("--fidelity-results", type=Path, nargs="+", default=None, metavar="RESULTS_JSON",
+                        help="score the runs of benchmarks/fidelity.py instead of running a batch")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     if args.primitives:
         print(primitive_check(args.colors.split(",")))
+        return
+    if args.fidelity_results:
+        print(report(scored_fidelity_rows(args.fidelity_results)))
         return
     folder = args.report_only
     if folder is None:

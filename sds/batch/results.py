@@ -14,6 +14,9 @@ from sds.run import write_atomic
 
 SCORE_FILE = "score.json"
 """Written into a run folder by ``sds.batch.score.score_run``; a finished run with it needs no more work."""
+SCORE_VERSION = 2
+"""Written into score.json (``sds.batch.score``): a score of another version (an older formula) is computed again,
+never compared with this one's."""
 
 TASK_FILE = "task.json"
 """Written into a run's group folder by the task running it: host, pid, attempt (how a test finds the worker)."""
@@ -85,9 +88,11 @@ def read_status(run_dir: Path) -> str:
 
 
 def read_score(run_dir: Path) -> float | None:
+    """The run's score, or None when it has none or one of another formula (an older sds: scored again)."""
     try:
-        return float(json.loads((run_dir / SCORE_FILE).read_text(encoding="utf-8"))["score"])
-    except (OSError, ValueError, KeyError, TypeError):
+        record = json.loads((run_dir / SCORE_FILE).read_text(encoding="utf-8"))
+        return float(record["score"]) if record.get("version") == SCORE_VERSION else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

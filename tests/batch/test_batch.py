@@ -134,7 +134,7 @@ def test_denoising_gain_of_a_known_denoiser_is_the_hand_computed_value():
     x = torch.rand(2, 3, 4, 4)
     alphas_cumprod = torch.linspace(0.99, 0.01, 10)
     t = torch.tensor([2, 7])
-    noise = torch.randn(2, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 3, 2, 3, 4, 4, generator=torch.Generator().manual_seed(0))  # [T, draws, B, C, h, w]
 
     def true_eps(x_t, ts):
         ab = alphas_cumprod[ts].view(-1, 1, 1, 1)
@@ -146,6 +146,43 @@ def test_denoising_gain_of_a_known_denoiser_is_the_hand_computed_value():
     # A perfect conditional denoiser against one that predicts zero: the gain is the mean square of the noise.
     perfect = denoising_gain(x, lambda x_t, ts: (torch.zeros_like(x_t), true_eps(x_t, ts)), alphas_cumprod, t, noise)
     assert float(perfect) == pytest.approx(float(noise.pow(2).mean()), rel=1e-4)
+    # Every draw counts: the gain over three draws is the mean of the three one-draw gains.
+    alone = [float(denoising_gain(x, lambda x_t, ts: (torch.zeros_like(x_t), true_eps(x_t, ts)), alphas_cumprod, t,
+                                  noise[:, d:d + 1])) for d in range(3)]
+    assert float(perfect) == pytest.approx(sum(alone) / 3, rel=1e-5) and len(set(alone)) == 3
+
+
+def test_a_score_of_another_version_is_no_score(tmp_path):
+    from sds.batch.results import SCORE_FILE, SCORE_VERSION, read_score
+
+    (tmp_path / SCORE_FILE).write_text(json.dumps({"score": 0.5, "version": SCORE_VERSION}))
+    assert read_score(tmp_path) == 0.5
+    (tmp_path / SCORE_FILE).write_text(json.dumps({"score": 0.5}))  # written by an sds before the version
+    assert read_score(tmp_path) is None
+
+
+def test_the_score_renders_the_exported_mesh_and_the_nerf_only_without_one(tmp_path):
+    import types
+
+    from sds.batch.score import _result_render_fn
+
+    trainer = types.SimpleNamespace(renderer=object())
+    (tmp_path / "run.json").write_text(json.dumps({"export": {"center": [0, 0, 0], "scale": 1.0}}))
+    assert _result_render_fn(tmp_path, trainer)[0] == "nerf"  # no model.glb written (export.formats without glb)
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    (tmp_path / "result").mkdir()
+    box = trimesh.creation.box((0.5, 0.5, 0.5))
+    box.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(box.vertices), 2)),
+                                               image=Image.new("RGB", (4, 4), (200, 30, 30)))
+    box.export(tmp_path / "result" / "model.glb")
+    source, render = _result_render_fn(tmp_path, trainer)
+    from sds.cameras import turntable_cameras
+
+    out = render(turntable_cameras(1, 20.0, 2.5, 40.0), 32, 32)
+    assert source == "mesh" and out["opacity"][0, 16, 16] > 0.99 and out["opacity"][0, 0, 0] < 0.01
 
 
 def test_score_of_renders_is_deterministic_and_uses_the_prompt(tiny_pixel_model):
@@ -256,6 +293,7 @@ def test_embedded_batch_runs_every_seed_then_a_second_invocation_computes_nothin
     for r in ok:
         run_dir = (folder / r["run_dir"]).resolve()
         assert _metric_steps(run_dir) == list(range(1, 9)) and (run_dir / "result" / "model.glb").is_file()
+        assert json.loads((run_dir / "score.json").read_text())["source"] == "mesh"  # the result the user gets
     header = json.loads((folder / "batch.json").read_text())
     assert header["workers"] == 2 and header["cpus_per_task"] == max(1, local_cpus() // 2)
     assert (folder / "gallery.html").is_file() and (folder / "results.csv").is_file()
