@@ -157,7 +157,8 @@ def primitive_check(colors: list[str], views: int = 8) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="sphere,cube,cylinder,cone,torus")
-    parser.add_argument("--colors", default="red,blue,yellow")
+    parser.add_argument("--colors", default=None, help="comma-separated (default red,blue,yellow; with "
+                        "--fidelity-results: every colour in the files)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("outputs/best_of_n"))
@@ -171,8 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         print(primitive_check(args.colors.split(",")))
         return
     if args.fidelity_results:
-        print(report(scored_fidelity_rows(args.fidelity_results)))
+        rows = scored_fidelity_rows(args.fidelity_results)
+        if args.colors:
+            rows = [r for r in rows if r["prompt"].split()[1] in args.colors.split(",")]
+        print(report(rows))
         return
+    args.colors = args.colors or "red,blue,yellow"
     folder = args.report_only
     if folder is None:
         prompts = [f"a {c} {s}" for c in args.colors.split(",") for s in args.shapes.split(",")]
