@@ -168,9 +168,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="score the runs of benchmarks/fidelity.py instead of running a batch")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    if args.primitives:
-        print(primitive_check(args.colors.split(",")))
-        return
     if args.fidelity_results:
         rows = scored_fidelity_rows(args.fidelity_results)
         if args.colors:
@@ -178,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         print(report(rows))
         return
     args.colors = args.colors or "red,blue,yellow"
+    if args.primitives:
+        print(primitive_check(args.colors.split(",")))
+        return
     folder = args.report_only
     if folder is None:
         prompts = [f"a {c} {s}" for c in args.colors.split(",") for s in args.shapes.split(",")]
