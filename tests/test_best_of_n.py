@@ -21,6 +21,9 @@ def test_report_compares_the_chosen_seed_with_all_and_the_best_and_names_a_wrong
     text = report(rows)
     assert "chosen seed 0.800, all seeds (a random pick) 0.775, best possible 0.825" in text
     assert "wrong shape while a seed had the right one: 1 (a red cube (seed 0: cylinder" in text
+    # A prompt with a third seed weighs no more in the random pick's mean: (0.775 + 0.625) / 2, not the runs' 0.685.
+    text = report([*rows, _row("a blue cone", 2, 0.0, 0.325, "cone")])
+    assert "all seeds (a random pick) 0.700" in text
 
 
 def test_fidelity_results_mode_reads_each_run_s_score_and_filters_colours(tmp_path, capsys):
