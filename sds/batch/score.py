@@ -107,7 +107,7 @@ def score_run(run_dir: Path) -> float:
     run, cfg = open_run(run_dir)
     trainer = load_trained(run, cfg)
     guidance, _ = load_guidance(cfg.guidance, cfg.prompt, trainer.field_device)
-    source, render_fn = _result_render_fn(run_dir, trainer)
+    source, render_fn = _result_render_fn(run_dir, run.info.export, trainer)
     rgb, labels = render_score_views(render_fn, trainer.field.bound, _resolution(cfg))
     score = score_renders(rgb, labels, guidance)
     record = {"score": score, "version": SCORE_VERSION, "source": source, "views": SCORE_VIEWS,
@@ -117,14 +117,13 @@ def score_run(run_dir: Path) -> float:
     return score
 
 
-def _result_render_fn(run_dir: Path, trainer) -> tuple[str, object]:
-    """("mesh", the exported model.glb placed where the NeRF was) or, when the run wrote no glb, ("nerf", the NeRF)."""
-    from sds.batch.results import read_info
+def _result_render_fn(run_dir: Path, placed: dict, trainer) -> tuple[str, object]:
+    """("mesh", the exported model.glb placed where the NeRF was: run.json's export center and scale) or, when the
+    run wrote no glb, ("nerf", the NeRF)."""
     from sds.commands import nerf_render_fn
     from sds.export.raster import mesh_render_fn, read_glb
 
     glb = run_dir / "result" / "model.glb"
-    placed = read_info(run_dir).get("export") or {}
     if glb.is_file() and "center" in placed and "scale" in placed:
         return "mesh", mesh_render_fn(read_glb(glb, placed["center"], placed["scale"]))
     return "nerf", nerf_render_fn(trainer.renderer)

@@ -167,8 +167,8 @@ def test_the_score_renders_the_exported_mesh_and_the_nerf_only_without_one(tmp_p
     from sds.batch.score import _result_render_fn
 
     trainer = types.SimpleNamespace(renderer=object())
-    (tmp_path / "run.json").write_text(json.dumps({"export": {"center": [0, 0, 0], "scale": 1.0}}))
-    assert _result_render_fn(tmp_path, trainer)[0] == "nerf"  # no model.glb written (export.formats without glb)
+    placed = {"center": [0, 0, 0], "scale": 1.0}  # run.json's export record
+    assert _result_render_fn(tmp_path, placed, trainer)[0] == "nerf"  # no model.glb written (export.formats without glb)
     import numpy as np
     import trimesh
     from PIL import Image
@@ -178,7 +178,7 @@ def test_the_score_renders_the_exported_mesh_and_the_nerf_only_without_one(tmp_p
     box.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(box.vertices), 2)),
                                                image=Image.new("RGB", (4, 4), (200, 30, 30)))
     box.export(tmp_path / "result" / "model.glb")
-    source, render = _result_render_fn(tmp_path, trainer)
+    source, render = _result_render_fn(tmp_path, placed, trainer)
     from sds.cameras import turntable_cameras
 
     out = render(turntable_cameras(1, 20.0, 2.5, 40.0), 32, 32)
