@@ -23,7 +23,7 @@ from sds.export.interfaces import DensityAlbedoField, EmptySceneError, ExportOut
 from sds.export.iso_level import auto_iso_level
 from sds.export.media import write_preview, write_turntable
 from sds.export.raster import mesh_render_fn, read_glb, render_mesh_from_arrays
-from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden
+from sds.export.surface import blur, clean_mesh, extract_surface, fill_hidden, filter_normals
 from sds.export.surface_color import samples_per_point, surface_color_fn
 from sds.export.texture import TexturedMesh, bake_texture, weld
 from sds.export.writers import write_glb, write_obj, write_ply
@@ -66,7 +66,7 @@ def export_result(
 
     Phases (each timed in ``ExportOutput.timings_s``): density on a cfg.resolution^3 grid over
     [-bound, bound]^3; the iso-level (cfg.threshold, or automatic: see ``iso_level.auto_iso_level``);
-    marching cubes; clean-up (floaters, holes, Taubin smoothing, decimation); UV unwrap and colour
+    marching cubes; clean-up (floaters, holes, decimation, feature-preserving normal filtering); UV unwrap and colour
     bake (what the NeRF shows along each normal, see ``surface_color``); normalisation (centre the bounding
     box at the origin, longest side 1) if cfg.normalize;
     then ``model.glb`` / ``model.obj`` (+ ``model.mtl``, ``texture.png``) / ``model.ply`` (welded, vertex
@@ -98,6 +98,7 @@ def export_result(
         vertices, faces = extract_surface(grid, bound, level)
     with _timed(timings, "cleanup"):
         mesh = clean_mesh(vertices, faces, MIN_COMPONENT_FRACTION, cfg.max_faces)
+        mesh = filter_normals(mesh)  # the field's noise leaves bumps on flat faces; edges are kept
     _check_not_a_speck(mesh.vertices, bound)
     touches_bound = reaches_bound(mesh.vertices, bound, grid_spacing(bound, cfg.resolution))
     if touches_bound:

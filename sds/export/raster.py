@@ -83,7 +83,7 @@ def project(
     return torch.stack([(ndc[:, 0] + 1) / 2 * size - 0.5, (1 - ndc[:, 1]) / 2 * size - 0.5], -1), depth
 
 
-def _candidates(lo: torch.Tensor, extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def candidate_pixels(lo: torch.Tensor, extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every pixel of each face's bounding box: (face position [n], column [n], row [n]). lo, extent [f, 2]."""
     count = extent[:, 0] * extent[:, 1]
     which = torch.repeat_interleave(torch.arange(len(count)), count)
@@ -93,21 +93,22 @@ def _candidates(lo: torch.Tensor, extent: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def rasterize(
-    mesh: RenderMesh, c2w: torch.Tensor, fov_deg: float, size: int
+    vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor, fov_deg: float, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The nearest front face at each pixel centre of a size x size view.
+    """The nearest front face at each pixel centre of a size x size view of a mesh (world vertices [V, 3], faces
+    [F, 3] counter-clockwise from outside).
 
     Returns face index [size, size] int64 (-1: background) and perspective-correct barycentric weights
     [size, size, 3] of that face's corners. A pixel centre on an edge shared by two faces goes to one of them.
     """
-    pix, depth = project(mesh.vertices, c2w, fov_deg, size)
-    tri = pix[mesh.faces]  # [F, 3, 2]
+    pix, depth = project(vertices, c2w, fov_deg, size)
+    tri = pix[faces]  # [F, 3, 2]
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     # Counter-clockwise from outside turns clockwise on screen, whose rows grow downwards: negative area = front.
     area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     lo = tri.amin(1).ceil().clamp(min=0).long()
     extent = (tri.amax(1).floor().clamp(max=size - 1).long() - lo + 1).clamp(min=0)
-    front = (area < -1e-9) & (depth[mesh.faces] > NEAR).all(1) & (extent.prod(1) > 0)
+    front = (area < -1e-9) & (depth[faces] > NEAR).all(1) & (extent.prod(1) > 0)
     face_ids = front.nonzero()[:, 0]
     zbuf = torch.full((size * size,), torch.inf)
     face_map = torch.full((size * size,), -1, dtype=torch.long)
@@ -118,19 +119,25 @@ def rasterize(
         done = int(cum[start - 1]) if start else 0
         stop = max(start + 1, int(torch.searchsorted(cum, done + MAX_CANDIDATES, right=True)))
         ids = face_ids[start:stop]
-        which, xs, ys = _candidates(lo[ids], extent[ids])
-        _draw(ids[which], xs, ys, tri, area, depth[mesh.faces], size, zbuf, face_map, bary_map)
+        which, xs, ys = candidate_pixels(lo[ids], extent[ids])
+        _draw(ids[which], xs, ys, tri, area, depth[faces], size, zbuf, face_map, bary_map)
         start = stop
     return face_map.view(size, size), bary_map.view(size, size, 3)
 
 
+def screen_weights(points: torch.Tensor, tri: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """Screen-space barycentric weights [n, 3] of points [n, 2] in triangles tri [n, 3, 2] whose doubled signed
+    areas are area [n] (either winding): all three >= 0 inside. Differentiable in the corners."""
+    q = points - tri[:, 0]
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    l1 = (q[:, 0] * e2[:, 1] - e2[:, 0] * q[:, 1]) / area
+    l2 = (e1[:, 0] * q[:, 1] - q[:, 0] * e1[:, 1]) / area
+    return torch.stack([1 - l1 - l2, l1, l2], -1)
+
+
 def _draw(faces, xs, ys, tri, area, corner_depth, size, zbuf, face_map, bary_map) -> None:
     """Depth-test candidate (face [n], pixel column xs [n], row ys [n]) pairs into the buffers, in place."""
-    q = torch.stack([xs, ys], -1).float() - tri[faces, 0]
-    e1, e2 = tri[faces, 1] - tri[faces, 0], tri[faces, 2] - tri[faces, 0]
-    l1 = (q[:, 0] * e2[:, 1] - e2[:, 0] * q[:, 1]) / area[faces]
-    l2 = (e1[:, 0] * q[:, 1] - q[:, 0] * e1[:, 1]) / area[faces]
-    screen = torch.stack([1 - l1 - l2, l1, l2], -1)
+    screen = screen_weights(torch.stack([xs, ys], -1).float(), tri[faces], area[faces])
     inside = (screen >= 0).all(-1)
     faces, screen, pixel = faces[inside], screen[inside], (ys * size + xs)[inside]
     # Screen-space weights over each corner's depth, renormalised: the perspective-correct weights, and 1 / depth.
@@ -183,7 +190,7 @@ def render_mesh(
     rgb, opacity = [], []
     with _torch_threads(THREADS):
         for c2w, fov in zip(cameras.c2w.float(), cameras.fov_deg.tolist(), strict=True):
-            face_map, bary = rasterize(mesh, c2w, fov, fine)
+            face_map, bary = rasterize(mesh.vertices, mesh.faces, c2w, fov, fine)
             rgb.append(shade_view(mesh, face_map, bary, c2w))
             opacity.append((face_map >= 0).float())
     rgb_hi = torch.stack(rgb).permute(0, 3, 1, 2)

@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from sds.export import EmptySceneError, export_result
-from sds.export.surface import clean_mesh, extract_surface
+from sds.export.surface import clean_mesh, extract_surface, filter_normals
 
 
 def load_merged(path) -> trimesh.Trimesh:
@@ -244,3 +244,41 @@ def test_blur_removes_voxel_noise_handles():
     assert smooth.std() < 0.5 * noisy.std()  # independent voxel noise falls by far more than half
     assert smooth.mean() == pytest.approx(float(noisy.mean()), abs=0.02)
     assert torch.equal(blur(noisy, 0.0), noisy)
+
+
+def _noisy(mesh: trimesh.Trimesh, amplitude: float, seed: int = 0) -> trimesh.Trimesh:
+    """The mesh with every vertex moved along its normal by uniform noise in [-amplitude, amplitude]."""
+    noise = np.random.default_rng(seed).uniform(-amplitude, amplitude, (len(mesh.vertices), 1))
+    return trimesh.Trimesh(mesh.vertices + noise * mesh.vertex_normals, mesh.faces, process=False)
+
+
+def _axis_aligned_area(mesh: trimesh.Trimesh, tolerance_deg: float = 10.0) -> float:
+    """Fraction of the area whose normal is within tolerance of a coordinate axis (a cube's faces)."""
+    cos = np.abs(mesh.face_normals).max(1)
+    return float(mesh.area_faces[cos >= np.cos(np.radians(tolerance_deg))].sum() / mesh.area)
+
+
+def test_normal_filter_flattens_a_noisy_cube_and_keeps_its_edges():
+    cube = trimesh.creation.box((1.0, 1.0, 1.0)).subdivide_to_size(0.05)
+    cube = trimesh.Trimesh(cube.vertices, cube.faces, process=True)
+    noisy = _noisy(cube, 0.01)
+    filtered = filter_normals(noisy)
+    assert _axis_aligned_area(noisy) < 0.6 and _axis_aligned_area(filtered) > 0.95
+    assert np.array_equal(filtered.faces, noisy.faces) and filtered.is_watertight
+    # Edges and corners stay where they were: Laplacian or Taubin smoothing would pull the corners in.
+    corners = np.abs(cube.vertices).min(1) > 0.49
+    assert np.abs(filtered.vertices[corners]).min() > 0.48
+    assert filtered.volume == pytest.approx(1.0, rel=0.01)
+
+
+def test_normal_filter_keeps_a_sphere_round_and_its_size():
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    noisy = _noisy(sphere, 0.01)
+    filtered = filter_normals(noisy)
+    radius = np.linalg.norm(filtered.vertices, axis=1)
+    assert np.abs(radius - 0.5).max() < 0.6 * np.abs(np.linalg.norm(noisy.vertices, axis=1) - 0.5).max()
+    assert radius.mean() == pytest.approx(0.5, rel=0.01)
+    # It stays a sphere, not a polyhedron: normals follow the position everywhere.
+    cos = (filtered.face_normals * filtered.triangles_center / np.linalg.norm(filtered.triangles_center, axis=1,
+                                                                              keepdims=True)).sum(1)
+    assert cos.min() > np.cos(np.radians(12))

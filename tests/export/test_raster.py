@@ -122,7 +122,7 @@ def test_uvs_are_perspective_correct_and_back_faces_culled():
     cams = orbit_cameras(
         torch.tensor([50.0, 180.0]), torch.tensor([30.0, 10.0]), torch.full((2,), 2.0), torch.full((2,), 60.0)
     )
-    face_map, bary = raster.rasterize(mesh, cams.c2w[0], 60.0, size)
+    face_map, bary = raster.rasterize(mesh.vertices, mesh.faces, cams.c2w[0], 60.0, size)
     hit = face_map >= 0
     assert hit.float().mean() > 0.5  # the plane runs past the image's borders: off-screen corners are fine
     uv = (bary[hit][..., None] * mesh.uvs[mesh.faces[face_map[hit]]]).sum(1)
@@ -130,7 +130,7 @@ def test_uvs_are_perspective_correct_and_back_faces_culled():
     point = origins - (origins[..., 2:] / dirs[..., 2:]) * dirs  # where each pixel's ray meets z = 0
     expected = point[..., :2] / 3.0 + 0.5
     torch.testing.assert_close(uv.double(), expected[hit], atol=1e-4, rtol=0)  # affine weights err by ~1e-2
-    behind, _ = raster.rasterize(mesh, cams.c2w[1], 60.0, size)
+    behind, _ = raster.rasterize(mesh.vertices, mesh.faces, cams.c2w[1], 60.0, size)
     assert (behind == -1).all()  # seen from behind (azimuth 180): culled, as the glb is single-sided
 
 
