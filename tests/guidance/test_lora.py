@@ -156,3 +156,38 @@ def test_a_lora_with_nothing_for_this_model_is_an_error_not_a_run_without_it(tin
     with pytest.raises(ModelLoadError, match="could not apply LoRA") as e:
         load_guidance(GuidanceConfig(model=str(tiny_pixel_model), loras=(str(wrong),)), "a", torch.device("cpu"))
     assert "\n" not in str(e.value)
+
+
+def _kohya(diffusers_file, alpha: float) -> dict:
+    """A diffusers-layout LoRA file's layers renamed as kohya's sd-scripts (and A1111, Civitai) save them:
+    lora_unet_<module with _>.lora_down/.lora_up, lora_te_text_model_<module>.…, and an alpha per module (scale
+    alpha / rank, where diffusers' files hold the scale in the adapter config)."""
+    from safetensors.torch import load_file
+
+    out = {}
+    for key, value in load_file(diffusers_file).items():
+        part, rest = key.split(".", 1)
+        module, kind = rest.rsplit(".lora_", 1)
+        if part == "text_encoder" and not module.startswith("text_model."):
+            module = f"text_model.{module}"  # transformers 5 flattened CLIP; the files name the old path
+        name = {"unet": "lora_unet_", "text_encoder": "lora_te_"}[part] + module.replace(".", "_")
+        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value
+        out[f"{name}.alpha"] = torch.tensor(alpha)
+    return out
+
+
+def test_a_kohya_lora_equals_the_same_layers_in_diffusers_layout(tiny_pixel_model, tiny_lora, tiny_text_lora,
+                                                                  tmp_path):
+    """Most downloaded LoRAs are in kohya's layout: diffusers' loader converts them (sds.guidance.lora reads files
+    through it), and a file's alpha of 1 at rank 2 is the diffusers file at weight 0.5."""
+    from safetensors.torch import save_file
+
+    unet_file, text_file = tmp_path / "unet_kohya.safetensors", tmp_path / "text_kohya.safetensors"
+    save_file(_kohya(tiny_lora, 1.0), unet_file)
+    save_file(_kohya(tiny_text_lora, 2.0), text_file)
+    assert all(k.startswith("lora_unet_") and "_transformer_blocks_0_attn" in k for k in _kohya(tiny_lora, 1.0))
+    kohya = _noise_with(tiny_pixel_model, [str(unet_file)])
+    assert torch.allclose(kohya, _noise_with(tiny_pixel_model, [f"{tiny_lora}:0.5"]), atol=1e-6)
+    assert not torch.allclose(kohya, _noise_with(tiny_pixel_model), atol=1e-4)
+    assert torch.allclose(_all(_embeddings(tiny_pixel_model, [str(text_file)])),
+                          _all(_embeddings(tiny_pixel_model, [str(tiny_text_lora)])), atol=1e-6)
