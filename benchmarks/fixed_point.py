@@ -63,7 +63,7 @@ def main() -> None:
     start_at_truth(trainer, args.shape, args.color)
     run = Run.create(cfg)
     status = train(trainer, guidance, run, show_progress=False)
-    commands._export(trainer, run, cfg, show_progress=False)
+    commands.export_run(trainer, run, cfg, show_progress=False)
     s = score_mesh(run.path / "result" / "model.ply", args.shape, args.color)
     s.update(prompt=prompt, seed=args.seed, status=status, run=str(run.path),
              touches_bound=run.info.export.get("touches_bound"))

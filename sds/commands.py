@@ -69,7 +69,8 @@ def nerf_render_fn(renderer):
     return render
 
 
-def _export(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
+def export_run(trainer, run, cfg: RunConfig, show_progress: bool) -> None:
+    """Export the trained field into run/result and record the export's figures, timing and warnings in run.json."""
     from sds.export import export_result
     from sds.export.pipeline import SCENE_BOX_WARNING
     from sds.run import slugify
@@ -138,7 +139,7 @@ def _train_and_export(cfg: RunConfig, run, guidance, trainer, show_progress: boo
         log.error("run ended with status %s at step %d; %s", status, run.info.steps_done, hint)
         return 130 if status == "interrupted" else 1
     with record.true_status(run, "export"):
-        _export(trainer, run, cfg, show_progress)
+        export_run(trainer, run, cfg, show_progress)
     _finish(run)
     print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr
     return 0 if run.info.status == "ok" else 1
@@ -282,7 +283,7 @@ def export(run_dir: Path, overrides: list[str]) -> int:
             run.info.hardware = record.machine(trainer.field_device)
             # A failed re-export changes nothing: the last result stays (files are published only once all are
             # written) and so does the run's status.
-            _export(trainer, run, cfg, show_progress=True)
+            export_run(trainer, run, cfg, show_progress=True)
             if run.info.status in ("ok", "cut_by_box", "interrupted", "empty", "failed") and trainer.step >= cfg.steps:
                 _finish(run)  # training had finished; the status is this mesh's
     print(run.path.resolve() / "result", flush=True)  # the result on stdout, one line; logs are on stderr

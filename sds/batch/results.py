@@ -21,8 +21,9 @@ never compared with this one's."""
 TASK_FILE = "task.json"
 """Written into a run's group folder by the task running it: host, pid, attempt (how a test finds the worker)."""
 
-FAILED_STATUSES = ("cut_by_box", "nan", "empty", "failed")
-"""Run statuses that end a run for its own reason: a second ``sds batch`` does not run it again."""
+FINAL_FAILURES = ("cut_by_box", "nan", "empty")
+"""Run statuses that end a run for its own reason, which running it again would repeat: a second ``sds batch`` does
+not run it again (a "failed" run, e.g. a model that could not load, is tried again)."""
 
 
 @dataclass
@@ -101,7 +102,7 @@ def is_finished(run_dir: Path | None) -> bool:
     if run_dir is None:
         return False
     status = read_status(run_dir)
-    return (status == "ok" and read_score(run_dir) is not None) or status in ("cut_by_box", "nan", "empty")
+    return (status == "ok" and read_score(run_dir) is not None) or status in FINAL_FAILURES
 
 
 def result_from_folder(prompt: str, seed: int, run_dir: Path | None, **extra) -> RunResult:
