@@ -65,7 +65,9 @@ def _load_text_encoder_lora(text_encoder, state: dict, alphas: dict | None, pref
     layers = {k.removeprefix(f"{prefix}."): v for k, v in state.items() if k.startswith(f"{prefix}.")}
     if not layers:
         return False
-    layers = convert_state_dict_to_peft(convert_state_dict_to_diffusers(layers))
+    if not any(".lora_A." in k or ".lora_B." in k for k in layers):  # an older layout: convert it to peft's
+        # (diffusers' converters know only CLIP's layer names, so peft-layout files, T5's included, go as they are)
+        layers = convert_state_dict_to_peft(convert_state_dict_to_diffusers(layers))
     if not hasattr(text_encoder, "text_model"):  # transformers 5 flattened CLIP; older files name text_model.
         layers = {k.removeprefix("text_model."): v for k, v in layers.items()}
     ranks = {k: v.shape[1] for k, v in layers.items() if k.endswith("lora_B.weight")}

@@ -191,3 +191,26 @@ def test_a_kohya_lora_equals_the_same_layers_in_diffusers_layout(tiny_pixel_mode
     assert not torch.allclose(kohya, _noise_with(tiny_pixel_model), atol=1e-4)
     assert torch.allclose(_all(_embeddings(tiny_pixel_model, [str(text_file)])),
                           _all(_embeddings(tiny_pixel_model, [str(tiny_text_lora)])), atol=1e-6)
+
+
+def test_a_t5_text_encoder_lora_reaches_deepfloyd_if_s_prompt_embeddings(tiny_if_model, tmp_path):
+    """DeepFloyd IF's text encoder is T5 (attention projections q, k, v, o): its LoRA layers go through the same peft
+    path as CLIP's, at their weight, and leave nothing behind."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+    from transformers import T5EncoderModel
+
+    encoder = T5EncoderModel.from_pretrained(tiny_if_model / "text_encoder")
+    torch.manual_seed(3)
+    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["q", "k", "v", "o"],
+                                       init_lora_weights=False), encoder)
+    layers = get_peft_model_state_dict(encoder)
+    assert any(".SelfAttention.q." in k for k in layers)
+    StableDiffusionPipeline.save_lora_weights(tmp_path, text_encoder_lora_layers=layers)
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    base = _all(_embeddings(tiny_if_model))
+    full, half = (_all(_embeddings(tiny_if_model, [f"{path}:{w}"])) for w in (1, 0.5))
+    assert (full - base).abs().max() > 1e-2 and not torch.allclose(half, full, atol=1e-4)
+    assert torch.allclose(_all(_embeddings(tiny_if_model, [f"{path}:0"])), base, atol=1e-6)
+    assert torch.equal(_all(_embeddings(tiny_if_model)), base)
