@@ -132,11 +132,10 @@ def _nearest_fill(color: torch.Tensor, known: torch.Tensor, size: int) -> torch.
     return image[0].permute(1, 2, 0).reshape(-1, 3)
 
 
-def uniform_laplacian(num_vertices: int, faces: np.ndarray) -> sp.csr_matrix:
-    """Graph Laplacian D - A of the mesh's edges [V, V]."""
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+def uniform_laplacian(num_vertices: int, edges: np.ndarray) -> sp.csr_matrix:
+    """Graph Laplacian D - A [V, V] of a mesh's unique edges [E, 2] (trimesh's ``edges_unique``)."""
     adjacency = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(num_vertices,) * 2)
-    adjacency = ((adjacency + adjacency.T) > 0).astype(float)
+    adjacency = (adjacency + adjacency.T).astype(float)
     return (sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency).tocsr()
 
 
@@ -181,21 +180,20 @@ def main() -> None:
     import trimesh
     from scipy.spatial import cKDTree
 
-    from sds.cameras import sample_orbit_cameras, view_label
     from sds.commands import open_run
     from sds.export.surface import decimate
-    from sds.field.shading import sample_light_positions
     from sds.guidance.load import load_guidance
     from sds.schedule import plan
+    from sds.train import sample_views
 
     run, cfg = open_run(args.run)
     center, scale = np.array(run.info.export["center"]), run.info.export["scale"]
     written = trimesh.load(args.run / "result" / "model.ply", force="mesh", process=False)
-    mesh = trimesh.Trimesh(written.vertices / scale + center, written.faces, process=True)
-    colors = np.asarray(written.visual.vertex_colors)[:, :3] / 255.0
+    world = written.vertices / scale + center
+    mesh = trimesh.Trimesh(world, written.faces, process=True)
     if len(mesh.faces) > args.faces:
         mesh = decimate(mesh, args.faces)
-    colors = colors[cKDTree(written.vertices / scale + center).query(mesh.vertices)[1]]
+    colors = (np.asarray(written.visual.vertex_colors)[:, :3] / 255.0)[cKDTree(world).query(mesh.vertices)[1]]
     _, color, shape = cfg.prompt.split()
 
     def scores(vertices: np.ndarray, albedo: np.ndarray) -> dict:
@@ -211,7 +209,7 @@ def main() -> None:
     before, _ = scores(mesh.vertices, colors)
     torch.manual_seed(args.seed)
     f = torch.tensor(mesh.faces, dtype=torch.long)
-    smooth = (sp.eye(len(mesh.vertices)) + args.lam * uniform_laplacian(len(mesh.vertices), mesh.faces)).tocsc()
+    smooth = (sp.eye(len(mesh.vertices)) + args.lam * uniform_laplacian(len(mesh.vertices), mesh.edges_unique)).tocsc()
     factor = splu(smooth)
     u = torch.tensor(smooth @ mesh.vertices, dtype=torch.float32, requires_grad=True)
     logits = torch.logit(torch.tensor(colors, dtype=torch.float32).clamp(0.02, 0.98)).requires_grad_(True)
@@ -224,12 +222,10 @@ def main() -> None:
     if args.t_max is not None:
         p = replace(p, t_range=(p.t_range[0], args.t_max))
     generator = torch.Generator().manual_seed(args.seed)
-    c, size = cfg.camera, cfg.render.resolution
+    size = cfg.render.resolution
     started = time.perf_counter()
     for _ in range(args.steps):
-        cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, generator)
-        lights = sample_light_positions(cams, generator=generator)
-        labels = [view_label(float(a), float(e)) for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
+        cams, lights, labels = sample_views(cfg.camera, generator, "cpu")
         v = SmoothSolve.apply(u, factor)
         albedo = torch.sigmoid(logits)
         rgb = torch.stack([soft_render(v, f, albedo, cams.c2w[i].float(), float(cams.fov_deg[i]), size, lights[i],

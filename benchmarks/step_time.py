@@ -37,7 +37,7 @@ def time_steps(cfg, device, steps: int) -> dict[str, float]:
     for i in range(steps + 3):
         t0 = time.perf_counter()
         p = plan(cfg, 300)
-        cams, light, labels = sample_views(trainer, p)
+        cams, light, labels = sample_views(cfg.camera, gen, trainer.field_device)
         settings = RenderSettings("lambertian", perturb=True, normal_gradient_scale=cfg.render.normal_gradient_scale,
                                   color_depth_gradient_scale=cfg.render.color_depth_gradient_scale)
         out = trainer.renderer.render(cams, cfg.render.resolution, cfg.render.resolution, settings, light,

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sds.cameras import Cameras, sample_orbit_cameras, turntable_cameras, view_label
-from sds.config import RunConfig
+from sds.config import CameraConfig, RunConfig
 from sds.errors import RunError, first_line
 from sds.field.shading import sample_light_positions
 from sds.interrupts import STOP
@@ -120,12 +120,11 @@ def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:
     return -(o * o.log() + (1 - o) * (1 - o).log()).mean()
 
 
-def sample_views(trainer: Trainer, p: StepPlan) -> tuple[Cameras, torch.Tensor, list[str]]:
-    """A batch of random training cameras (on the field's device), light positions [B, 3] and view labels."""
-    c = trainer.cfg.camera
-    gen = trainer.generator
+def sample_views(c: CameraConfig, gen: torch.Generator,
+                 device: torch.device | str) -> tuple[Cameras, torch.Tensor, list[str]]:
+    """A batch of random training cameras (on device), light positions [B, 3] and view labels, drawn from gen."""
     cams = sample_orbit_cameras(c.batch_size, c.radius_range, c.elevation_range_deg, c.fov_range_deg, gen)
-    cams = cams.to(trainer.field_device)
+    cams = cams.to(device)
     light = sample_light_positions(cams, generator=gen)
     labels = [view_label(float(a), float(e)) for a, e in zip(cams.azimuth_deg, cams.elevation_deg)]
     return cams, light, labels
@@ -157,7 +156,7 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     p = plan(cfg, trainer.step)
     batch = cfg.camera.batch_size
     device = trainer.field_device
-    cams, light, labels = sample_views(trainer, p)
+    cams, light, labels = sample_views(cfg.camera, gen, device)
     shading = pick_shading(p, gen)
     u = torch.rand(batch, generator=gen)
     colors = torch.rand(batch, 3, generator=gen)

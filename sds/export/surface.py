@@ -6,7 +6,6 @@ import logging
 
 import fast_simplification
 import numpy as np
-import scipy.sparse as sp
 import torch
 import trimesh
 from scipy import ndimage
@@ -157,14 +156,10 @@ def filter_normals(
     nv, nf = len(vertices), len(faces)
     if nf == 0:
         return mesh
-    incidence = sp.csr_matrix((np.ones(3 * nf), (np.repeat(np.arange(nf), 3), faces.ravel())), shape=(nf, nv))
-    ring = (incidence @ incidence.T).tocoo()  # faces sharing at least one vertex, each face with itself
+    incidence = mesh.faces_sparse.astype(np.float64).tocsr()  # [V, F]
+    ring = (incidence.T @ incidence).tocoo()  # faces sharing at least one vertex, each face with itself
     i, j = ring.row, ring.col
-    corners = vertices[faces]
-    centroid = corners.mean(1)
-    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    area = np.linalg.norm(cross, axis=1) / 2
-    normal = cross / np.maximum(2 * area, 1e-20)[:, None]
+    centroid, area, normal = mesh.triangles_center, mesh.area_faces, np.asarray(mesh.face_normals, np.float64)
     sigma = spatial_edges * float(mesh.edges_unique_length.mean())
     spatial = area[j] * np.exp(-((centroid[i] - centroid[j]) ** 2).sum(1) / (2 * sigma**2))
     for _ in range(normal_iterations):
