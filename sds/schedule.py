@@ -21,7 +21,7 @@ class StepPlan:
     step: int
     stage: str
     shading: str
-    """"albedo", or "lit": lambertian, grey (textureless) with probability textureless_prob."""
+    """"albedo", or "lit" (lambertian); either is grey (textureless) with probability textureless_prob."""
     textureless_prob: float
     guidance_scale: float
     t_range: tuple[float, float]
@@ -110,7 +110,7 @@ def stage_table(cfg: RunConfig) -> str:
         every = sdf.redistance_every if sdf and stage.redistance else 0
         rows.append((stage.name, f"{begin}-{end - 1}", stage.shading, f"{stage.guidance_scale:g}",
                      f"{lr.geometry:g} / {lr.albedo:g} / {lr.background:g}",
-                     f"{stage.textureless_prob:g}" if stage.shading == "lit" else "-",
+                     f"{stage.textureless_prob:g}",
                      f"every {every}" if every else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

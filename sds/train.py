@@ -107,12 +107,13 @@ def load_checkpoint(trainer: Trainer, run: Run) -> None:
 
 
 def pick_shading(p: StepPlan, generator: torch.Generator) -> str:
-    """The plan's shading; for lit views lambertian, or grey (textureless) with probability p.textureless_prob.
-    One draw every step, whatever the stage, so the generator's sequence does not depend on the schedule."""
+    """Grey (textureless) with probability p.textureless_prob, else the plan's shading ("albedo", or lambertian
+    for "lit"). One draw every step, whatever the stage, so the generator's sequence does not depend on the
+    schedule."""
     u = float(torch.rand(1, generator=generator))
-    if p.shading == "albedo":
-        return "albedo"
-    return "textureless" if u < p.textureless_prob else "lambertian"
+    if u < p.textureless_prob:
+        return "textureless"
+    return "albedo" if p.shading == "albedo" else "lambertian"
 
 
 def opacity_entropy(opacity: torch.Tensor) -> torch.Tensor:

@@ -293,12 +293,18 @@ def test_textureless_views_follow_the_stages():
     from sds.schedule import plan
     from sds.train import pick_shading
 
-    stages = ("stages=[{name: shape, until: 0.3333, shading: albedo}, {name: grey, until: 0.6667, shading: lit,"
-              " textureless_prob: 1}, {name: texture, until: 1.0, shading: lit, textureless_prob: 0}]")
-    cfg = load_config(None, ["steps=6", stages], prompt="a")
+    stages = ("stages=[{name: shape, until: 0.25, shading: albedo}, {name: grey, until: 0.5, shading: lit,"
+              " textureless_prob: 1}, {name: grey_too, until: 0.75, shading: albedo, textureless_prob: 1},"
+              " {name: texture, until: 1.0, shading: lit, textureless_prob: 0}]")
+    cfg = load_config(None, ["steps=8", stages], prompt="a")
     gen = torch.Generator().manual_seed(0)
-    assert [pick_shading(plan(cfg, step), gen) for step in range(6)] == (
-        ["albedo"] * 2 + ["textureless"] * 2 + ["lambertian"] * 2)
+    assert [pick_shading(plan(cfg, step), gen) for step in range(8)] == (
+        ["albedo"] * 2 + ["textureless"] * 4 + ["lambertian"] * 2)
+    # Half the views grey in an albedo stage: some of each, and never lambertian.
+    half = load_config(None, ["steps=200", "stages=[{name: shape, shading: albedo, textureless_prob: 0.5}]"],
+                       prompt="a")
+    picks = [pick_shading(plan(half, step), gen) for step in range(200)]
+    assert 70 < picks.count("textureless") < 130 and set(picks) == {"albedo", "textureless"}
 
 
 def test_a_hash_grid_field_trains(tiny_pixel_model, tmp_path):

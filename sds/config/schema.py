@@ -49,7 +49,7 @@ class StageConfig:
     until: float = 1.0
     """Where the stage ends, as a fraction of the run (the last stage ends at 1)."""
     shading: Literal["albedo", "lit"] = "lit"
-    """"albedo": unlit colour only; "lit": lambertian, or grey (textureless) with probability textureless_prob."""
+    """"albedo": unlit colour only; "lit": lambertian. Either is grey (textureless) with probability textureless_prob."""
     textureless_prob: float = 0.0
     guidance_scale: float = 100.0
     """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u) (threestudio's and DreamFusion's s is ours - 1)."""
