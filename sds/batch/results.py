@@ -14,7 +14,7 @@ from sds.run import write_atomic
 
 SCORE_FILE = "score.json"
 """Written into a run folder by ``sds.batch.score.score_run``; a finished run with it needs no more work."""
-SCORE_VERSION = 2
+SCORE_VERSION = 3
 """Written into score.json (``sds.batch.score``): a score of another version (an older formula) is computed again,
 never compared with this one's."""
 

@@ -199,6 +199,34 @@ def test_score_of_renders_is_deterministic_and_uses_the_prompt(tiny_pixel_model)
     assert score_renders(rgb, labels, guidance) == pytest.approx(0.0, abs=1e-9)  # a prompt no different from the empty one gains nothing
 
 
+def test_score_views_cover_every_azimuth_at_each_stratum_of_the_training_elevations():
+    from sds.batch.score import SCORE_AZIMUTHS, SCORE_ELEVATIONS, score_cameras
+
+    cams = score_cameras(1.0, (-10.0, 60.0))
+    assert len(cams.azimuth_deg) == SCORE_AZIMUTHS * SCORE_ELEVATIONS == 32
+    assert sorted(set(cams.elevation_deg.tolist())) == [-1.25, 16.25, 33.75, 51.25]  # midpoints of 4 equal strata
+    for e in cams.elevation_deg.unique():
+        assert sorted(cams.azimuth_deg[cams.elevation_deg == e].tolist()) == [45.0 * k for k in range(8)]
+    eye = cams.c2w[:, :3, 3]  # the camera sits at the elevation it says, 2.5 bounds out
+    assert torch.allclose(torch.rad2deg(torch.asin(eye[:, 1] / eye.norm(dim=1))), cams.elevation_deg, atol=1e-4)
+    assert torch.allclose(eye.norm(dim=1), torch.tensor(2.5))
+
+
+def test_the_score_of_many_views_is_the_mean_over_views(monkeypatch, tiny_pixel_model):
+    import sds.batch.score as score
+    from sds.config import load_config
+    from sds.guidance.load import load_guidance
+
+    cfg = load_config(None, [f"model={tiny_pixel_model}"], prompt="a red cube")
+    guidance, _ = load_guidance(cfg.guidance, cfg.prompt, torch.device("cpu"))
+    rgb = torch.rand(10, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+    first = score.score_renders(rgb, ["front"] * 10, guidance)
+    assert first == score.score_renders(rgb, ["front"] * 10, guidance) and first != 0.0
+    # Taken 8 views at a time: each chunk's mean weighs by its number of views ((8 * 8 + 2 * 2) / 10).
+    monkeypatch.setattr(score, "denoising_gain", lambda x, *args: torch.tensor(float(x.shape[0])))
+    assert score.score_renders(rgb, ["front"] * 10, guidance) == pytest.approx(6.8)
+
+
 # ------------------------------------------------------------------------------------------ results, gallery
 
 
