@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/cfg_scale.py --prompt "a blue cone" --scales 10,25,50,100 --seeds 0,1 \
         --out outputs/cfg_scale [--texture-stage] [key=value overrides for every run]
 
---texture-stage varies only the last stage's guidance scale (the default recipe's texture stage) and keeps the
-earlier stages'; without it each scale is used in every stage.
+--texture-stage varies only the guidance scale of the stage named "texture" (the default recipe's) and keeps the
+other stages'; without it each scale is used in every stage.
 
 For each scale it runs ``sds generate`` once per seed (through the fidelity benchmark's runner) and reports:
 - chroma: CIE C* of the mesh's mean albedo (the prompt colour's own chroma is printed for reference);
@@ -51,9 +51,9 @@ def mesh_agreement(a: trimesh.Trimesh, b: trimesh.Trimesh) -> float:
 
 
 def scale_override(scale: float, stages: tuple[StageConfig, ...], texture_stage_only: bool) -> str:
-    """The `stages=` override that sets the guidance scale to `scale` in every stage, or in the last only."""
-    changed = [dataclasses.replace(s, guidance_scale=scale) if not texture_stage_only or i == len(stages) - 1 else s
-               for i, s in enumerate(stages)]
+    """The `stages=` override that sets the guidance scale to `scale` in every stage, or in the "texture" stage only."""
+    changed = [dataclasses.replace(s, guidance_scale=scale) if not texture_stage_only or s.name == "texture" else s
+               for s in stages]
     return "stages=" + json.dumps([dataclasses.asdict(s) for s in changed])
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", type=Path, default=Path("outputs/cfg_scale"))
     parser.add_argument("--texture-stage", action="store_true",
-                        help="vary only the texture stage's scale (the default ramp's end), not the shape stage's")
+                        help="vary only the texture stage's scale, not the shape or colour stage's")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     default = load_config(None, [], prompt=args.prompt).stages

@@ -18,7 +18,8 @@ from sds.train import load_checkpoint, make_trainer, read_checkpoint, train
 SMALL = ["steps=12", "checkpoint_every=4", "preview_every=6", "render.resolution=16", "camera.batch_size=2",
          "render.samples_per_ray=16", "field.encoding.resolution=16", "export.resolution=32",
          "export.preview_resolution=32", "export.texture_size=64"]
-"""A tiny run of the built-in stages: shape (albedo) for steps 0-3, texture (lit, geometry at 0.3) for 4-11."""
+"""A tiny run of the built-in stages: shape (albedo) for steps 0-3, texture (lit, geometry at 0.3) for 4-10, colour
+(geometry held) at 11."""
 
 THREE_STAGES = ("stages=[{name: shape, until: 0.25, shading: albedo, guidance_scale: 50},"
                 " {name: mid, until: 0.5, shading: lit, guidance_scale: 30, lr_scale: {geometry: 0.5, albedo: 2}},"
@@ -287,6 +288,10 @@ def test_the_texture_stage_moves_the_geometry_at_its_lr_scale(tiny_pixel_model, 
     # The shape stage (step 0 of the built-in stages) trains the geometry at the full rate.
     _, _, _, _, scales = one_step(at=0)
     assert scales == {"geometry": 1.0, "albedo": 1.0}
+    # The built-in colour stage (step 11 of 12) holds the geometry and moves the albedo at 3x its rate.
+    geo0, held, alb0, alb_fast, scales = one_step(at=11)
+    assert scales == {"geometry": 0.0, "albedo": 3.0} and all(torch.equal(b, a) for b, a in zip(geo0, held))
+    assert any(not torch.equal(b, a) for b, a in zip(alb0, alb_fast))
 
 
 def test_textureless_views_follow_the_stages():

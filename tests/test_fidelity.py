@@ -224,8 +224,8 @@ def test_cfg_benchmark_can_vary_only_the_texture_stage_scale():
     default = load_config(None, [], prompt="x").stages
     whole = load_config(None, [scale_override(10.0, default, False)], prompt="x").stages
     texture = load_config(None, [scale_override(10.0, default, True)], prompt="x").stages
-    assert [s.guidance_scale for s in whole] == [10.0, 10.0]
-    assert [s.guidance_scale for s in texture] == [50.0, 10.0]  # the shape stage keeps the default's scale
+    assert [s.guidance_scale for s in whole] == [10.0, 10.0, 10.0]
+    assert [s.guidance_scale for s in texture] == [50.0, 10.0, 5.0]  # the shape and colour stages keep theirs
     assert [s.until for s in texture] == [s.until for s in default]
 
 

@@ -13,28 +13,33 @@ def default():
     return load_config(None, [], prompt="a red cube")
 
 
-def test_the_default_two_stage_schedule_at_its_boundaries(default):
-    assert default.steps == 450
-    first, last_shape, first_texture, last = (plan(default, s) for s in (0, 149, 150, 449))
-    assert (first.stage, last_shape.stage, first_texture.stage, last.stage) == ("shape", "shape", "texture", "texture")
-    assert (first.shading, last_shape.shading, first_texture.shading) == ("albedo", "albedo", "lit")
+def test_the_default_three_stage_schedule_at_its_boundaries(default):
+    assert default.steps == 500
+    first, last_shape, first_texture, last_texture, first_colour, last = (
+        plan(default, s) for s in (0, 149, 150, 449, 450, 499))
+    assert [p.stage for p in (first, last_shape, first_texture, last_texture, first_colour, last)] == [
+        "shape", "shape", "texture", "texture", "colour", "colour"]
+    assert (first.shading, last_shape.shading, first_texture.shading, first_colour.shading) == (
+        "albedo", "albedo", "lit", "lit")
     assert first_texture.textureless_prob == 0  # grey views would train only the slowed geometry
-    assert (last_shape.lr_scale, first_texture.lr_scale) == (LrScale(), LrScale(geometry=0.3))
-    assert [plan(default, s).guidance_scale for s in (0, 149, 150, 449)] == [50, 50, 25, 25]
-    # The entropy ramp rises over the shape stage: 0 until step 50 (1/9), 1000 from step 150 (1/3).
-    assert [plan(default, s).reg_weights["opacity_entropy"] for s in (0, 50, 100, 150, 449)] == [0, 0, 500, 1000, 1000]
-    assert all(plan(default, s).reg_weights["eikonal"] == 0.1 for s in (0, 150, 449))
+    assert (last_shape.lr_scale, first_texture.lr_scale, first_colour.lr_scale) == (
+        LrScale(), LrScale(geometry=0.3), LrScale(geometry=0.0, albedo=3.0))
+    assert [plan(default, s).guidance_scale for s in (0, 149, 150, 449, 450, 499)] == [50, 50, 25, 25, 5, 5]
+    # The entropy ramp rises over the shape stage: 0 until step 50 (1/10), 1000 from step 150 (3/10).
+    assert [plan(default, s).reg_weights["opacity_entropy"] for s in (0, 50, 100, 150, 499)] == [0, 0, 500, 1000, 1000]
+    assert all(plan(default, s).reg_weights["eikonal"] == 0.1 for s in (0, 150, 499))
 
 
-@pytest.mark.parametrize("steps", [450, 900, 100])
+@pytest.mark.parametrize("steps", [500, 1000, 100])
 def test_doubling_or_shrinking_steps_scales_every_stage_and_ramp(steps):
     cfg = load_config(None, [f"steps={steps}"], prompt="a red cube")
-    boundary = round(steps / 3)
+    boundary, last = round(steps * 0.3), round(steps * 0.9)
     assert [(s.name, begin, end) for s, begin, end in stage_bounds(cfg)] == [
-        ("shape", 0, boundary), ("texture", boundary, steps)]
+        ("shape", 0, boundary), ("texture", boundary, last), ("colour", last, steps)]
     assert plan(cfg, boundary - 1).stage == "shape" and plan(cfg, boundary).stage == "texture"
     assert plan(cfg, boundary - 1).guidance_scale == 50 and plan(cfg, boundary).guidance_scale == 25
-    assert plan(cfg, round(steps / 9)).reg_weights["opacity_entropy"] == 0
+    assert plan(cfg, last).stage == "colour" and plan(cfg, last).lr_scale.geometry == 0
+    assert plan(cfg, round(steps / 10)).reg_weights["opacity_entropy"] == 0
     assert plan(cfg, boundary).reg_weights["opacity_entropy"] == 1000
 
 
@@ -44,12 +49,12 @@ def test_redistancing_follows_every_25th_step_and_stops_in_the_texture_stage(def
 
 
 def test_t_range_anneals_over_a_fraction_of_the_run_so_doubling_steps_stretches_it(default):
-    doubled = load_config(None, ["steps=900"], prompt="a red cube")
+    doubled = load_config(None, ["steps=1000"], prompt="a red cube")
     assert t_range_at(default, 0) == pytest.approx((0.3, 0.98))
     assert t_range_at(default, 56) == pytest.approx(t_range_at(doubled, 112))  # half-way through the anneal
     lo, hi = t_range_at(default, 56)  # 56 / 112.5 of the way from (0.3, 0.98) to (0.02, 0.5)
     assert (lo, hi) == pytest.approx((0.3 - 0.28 * 56 / 112.5, 0.98 - 0.48 * 56 / 112.5))
-    assert t_range_at(default, 113) == pytest.approx((0.02, 0.5))  # 0.25 of 450 = 112.5
+    assert t_range_at(default, 113) == pytest.approx((0.02, 0.5))  # 0.225 of 500 = 112.5
     assert t_range_at(doubled, 113)[1] > 0.5  # still annealing in the longer run
 
 

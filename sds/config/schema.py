@@ -59,12 +59,15 @@ class StageConfig:
 
 
 BUILTIN_STAGES = (
-    StageConfig("shape", until=0.3333, shading="albedo", guidance_scale=50.0),
-    StageConfig("texture", until=1.0, shading="lit", guidance_scale=25.0, lr_scale=LrScale(geometry=0.3),
+    StageConfig("shape", until=0.3, shading="albedo", guidance_scale=50.0),
+    StageConfig("texture", until=0.9, shading="lit", guidance_scale=25.0, lr_scale=LrScale(geometry=0.3),
+                redistance=False),
+    StageConfig("colour", until=1.0, shading="lit", guidance_scale=5.0, lr_scale=LrScale(geometry=0.0, albedo=3.0),
                 redistance=False),
 )
 """The built-in prior's recipe: the shape settles under albedo-only shading, then lit views fix the texture
-while the geometry moves at 0.3 of its rate (docs/tuning.md, sweeps 6, 15 and 16)."""
+while the geometry moves at 0.3 of its rate (docs/tuning.md, sweeps 6, 15 and 16), then the geometry is held while
+the albedo moves at low guidance, which over-saturates and darkens colours less (issue 27, fourth session)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ class GuidanceConfig:
     """Diffusion time range (fractions of the model's training timesteps) sampled at step 0."""
     t_end: tuple[float, float] = (0.02, 0.5)
     """The range once annealing is over; the bounds move linearly from t_start to t_end."""
-    t_anneal_until: float = 0.25
+    t_anneal_until: float = 0.225
     """Fraction of the run over which the range moves from t_start to t_end."""
     weighting: Literal["one_minus_alpha_bar", "uniform", "sqrt_one_minus_over_alpha_bar"] = (
         "sqrt_one_minus_over_alpha_bar")
@@ -219,7 +222,7 @@ class RegularizerConfig:
 
     orientation: Ramp = _field(lambda: constant(0.0))
     """Normals facing away from the camera (DreamFusion's orientation loss)."""
-    opacity_entropy: Ramp = _field(lambda: Ramp(0.0, 1000.0, 0.1111, 0.3333))
+    opacity_entropy: Ramp = _field(lambda: Ramp(0.0, 1000.0, 0.1, 0.3))
     """Binary entropy of opacity: pushes pixels to fully opaque or empty."""
     normal_roughness: Ramp = _field(lambda: constant(0.0))
     """How much the sdf grid's surface normal changes from voxel to voxel (flat faces cost nothing, bumps much)."""
@@ -261,7 +264,7 @@ class RunConfig:
     """The recipe the config was resolved with (`sds recipes`); recorded, not read back as a choice."""
     seed: int = 0
     """Seeds every random draw: the same seed and config give the same result."""
-    steps: int = 450
+    steps: int = 500
     """Optimisation steps; the stages and ramps scale with it."""
     output_dir: str = "outputs"
     """Where run folders are made (<slug>-<hash>/<timestamp>/)."""

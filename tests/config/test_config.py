@@ -127,8 +127,8 @@ def test_saved_config_has_no_class_paths():
     assert to_dict(RunConfig())["camera"]["radius_range"] == [2.3, 2.7]
     # a constant ramp is written as its number, a real ramp as its mapping; both read back equal
     assert to_dict(RunConfig())["reg"]["orientation"] == 0.0
-    assert to_dict(RunConfig())["reg"]["opacity_entropy"] == {"start": 0.0, "end": 1000.0, "start_at": 0.1111,
-                                                               "end_at": 0.3333}
+    assert to_dict(RunConfig())["reg"]["opacity_entropy"] == {"start": 0.0, "end": 1000.0, "start_at": 0.1,
+                                                               "end_at": 0.3}
     assert to_dict(RunConfig())["field"]["encoding"]["kind"] == "grid"
 
 
