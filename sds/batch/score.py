@@ -1,8 +1,8 @@
 """Best-of-N without an extra model: the guidance model scores each result as an implicit classifier.
 
 Renders of the exported mesh (what the user gets; the NeRF when the run wrote no model.glb) from fixed views spread
-over the run's training cameras (``score_cameras``) are noised at fixed timesteps with fixed noise (``SCORE_DRAWS`` draws each), and the model denoises each
-twice, without and with the prompt:
+over the run's training cameras (``score_cameras``) are noised at fixed timesteps with fixed noise (``SCORE_DRAWS``
+draws each), and the model denoises each twice, without and with the prompt:
 
     score = mean over views and timesteps of  ||eps_uncond(x_t) - eps||^2 - ||eps_cond(x_t) - eps||^2
 
