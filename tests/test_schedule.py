@@ -23,8 +23,8 @@ def test_the_default_three_stage_schedule_at_its_boundaries(default):
         "albedo", "albedo", "lit", "lit")
     assert first_texture.textureless_prob == 0  # grey views would train only the slowed geometry
     assert (last_shape.lr_scale, first_texture.lr_scale, first_colour.lr_scale) == (
-        LrScale(), LrScale(geometry=0.3), LrScale(geometry=0.0, albedo=3.0))
-    assert [plan(default, s).guidance_scale for s in (0, 149, 150, 449, 450, 499)] == [50, 50, 25, 25, 5, 5]
+        LrScale(), LrScale(geometry=0.3), LrScale(geometry=0.0, albedo=8.0))
+    assert [plan(default, s).guidance_scale for s in (0, 149, 150, 449, 450, 499)] == [50, 50, 25, 25, 2, 2]
     # The entropy ramp rises over the shape stage: 0 until step 50 (1/10), 1000 from step 150 (3/10).
     assert [plan(default, s).reg_weights["opacity_entropy"] for s in (0, 50, 100, 150, 499)] == [0, 0, 500, 1000, 1000]
     assert all(plan(default, s).reg_weights["eikonal"] == 0.1 for s in (0, 150, 499))

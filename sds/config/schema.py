@@ -62,12 +62,13 @@ BUILTIN_STAGES = (
     StageConfig("shape", until=0.3, shading="albedo", guidance_scale=50.0),
     StageConfig("texture", until=0.9, shading="lit", guidance_scale=25.0, lr_scale=LrScale(geometry=0.3),
                 redistance=False),
-    StageConfig("colour", until=1.0, shading="lit", guidance_scale=5.0, lr_scale=LrScale(geometry=0.0, albedo=3.0),
+    StageConfig("colour", until=1.0, shading="lit", guidance_scale=2.0, lr_scale=LrScale(geometry=0.0, albedo=8.0),
                 redistance=False),
 )
 """The built-in prior's recipe: the shape settles under albedo-only shading, then lit views fix the texture
 while the geometry moves at 0.3 of its rate (docs/tuning.md, sweeps 6, 15 and 16), then the geometry is held while
-the albedo moves at low guidance, which over-saturates and darkens colours less (issue 27, fourth session)."""
+the albedo moves fast at low guidance, which over-saturates and darkens colours less (issue 27, fourth and
+fifth sessions)."""
 
 
 @dataclass(frozen=True)
