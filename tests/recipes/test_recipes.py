@@ -27,6 +27,19 @@ def test_the_builtin_recipe_is_the_tuned_defaults():
     assert dataclasses.replace(cfg, recipe="", prompt="") == RunConfig()
 
 
+def test_the_readme_shows_the_builtin_recipe_s_stages_as_they_are():
+    """The README's recipe block is a copy for reading; it must not drift from the shipped file."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(stages:\n.*?)```", readme, re.S)
+    assert block, "README.md has no ```yaml block starting with stages:"
+    assert yaml.safe_load(block.group(1))["stages"] == load_recipe("builtin").config["stages"]
+
+
 @pytest.mark.parametrize("model,requested,expected", [
     ("builtin", None, "builtin"),
     ("stabilityai/stable-diffusion-2-1-base", None, "dreamfusion"),
