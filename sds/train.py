@@ -69,6 +69,10 @@ def make_trainer(cfg: RunConfig, device: torch.device) -> Trainer:
     torch.manual_seed(cfg.seed)  # initial weights of MLP parts
     field, background, renderer = build_scene(cfg, device)
     groups = field.param_groups(cfg.optim) + background.param_groups(cfg.optim)
+    damped = [s.name for s in cfg.stages if s.geometry_growth != 1]
+    if damped and field.growth_sign is None:
+        log.warning("stages %s set geometry_growth, which only a grid field has (a hash grid's features have no "
+                    "direction that grows): their geometry steps are kept whole", damped)
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
     generator = torch.Generator().manual_seed(cfg.seed)
     return Trainer(cfg, field, background, renderer, optimizer, generator)
@@ -142,12 +146,31 @@ def total_loss(sds_loss: torch.Tensor, out, field, weights: dict[str, float]) ->
     return loss
 
 
+def damp_growth(before: torch.Tensor, after: torch.Tensor, growth_sign: float, share: float) -> torch.Tensor:
+    """`after` with the part of the step from `before` that grows the shape (its sign is growth_sign) scaled by
+    share; a step that carves is kept whole."""
+    step = after - before
+    return before + torch.where(step * growth_sign > 0, share * step, step)
+
+
 def optimizer_step(trainer: Trainer, p: StepPlan) -> None:
     """Adam with each group's base rate times its role's scale in the plan's stage (set from the plan, never
-    accumulated, so a resumed run agrees)."""
+    accumulated, so a resumed run agrees), then the stage's share of the geometry's growing step kept.
+
+    Why damp growth after Adam, not its gradient: Adam moves each voxel by about its rate whatever the gradient's
+    size, so a weak but steady outward push of the prior grows a shape as fast as a strong one, and on light
+    colours it grows into the scene box; carving is left at full speed so holes (a torus's) still open."""
     for group in trainer.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * getattr(p.lr_scale, group["role"])
+    sign = trainer.field.growth_sign
+    geometry = []
+    if p.geometry_growth != 1 and sign is not None:
+        geometry = [(q, q.detach().clone()) for g in trainer.optimizer.param_groups if g["role"] == "geometry"
+                    for q in g["params"]]
     trainer.optimizer.step()
+    with torch.no_grad():
+        for q, before in geometry:
+            q.copy_(damp_growth(before, q, sign, p.geometry_growth))
 
 
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:

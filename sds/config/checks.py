@@ -112,6 +112,7 @@ def _check_stages(cfg: RunConfig) -> None:
         check(0 < s.guidance_scale <= 1000, f"{key}.guidance_scale", f"must be in (0, 1000], got {s.guidance_scale}")
         for group in ("geometry", "albedo", "background"):
             check_between(getattr(s.lr_scale, group), f"{key}.lr_scale.{group}", 0, 100)
+        check_between(s.geometry_growth, f"{key}.geometry_growth", 0, 100)
 
 
 def _check_guidance(cfg: RunConfig) -> None:

@@ -54,6 +54,10 @@ class StageConfig:
     guidance_scale: float = 100.0
     """Classifier-free guidance scale s in eps_u + s * (eps_c - eps_u) (threestudio's and DreamFusion's s is ours - 1)."""
     lr_scale: LrScale = _field(LrScale)
+    geometry_growth: float = 1.0
+    """The share of each geometry step that is kept where the step grows the shape (a grid field's distance falls
+    or its density rises); a step that carves is kept whole. Below 1 the shape grows slower than it carves (1:
+    Adam's step as it is). Grid fields only: a hash grid's features have no direction that grows."""
     redistance: bool = True
     """Whether an sdf grid's distance is reset every geometry.redistance_every steps in this stage."""
 

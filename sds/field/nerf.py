@@ -41,6 +41,10 @@ def laplace_density(sdf: torch.Tensor, beta: float) -> torch.Tensor:
 class NeRFField(nn.Module):
     """Base: subclasses return raw [N, 4] (density logit, 3 albedo logits) from ``raw(points)``."""
 
+    growth_sign: float | None = None
+    """The sign of a change of a geometry parameter that grows the shape there, where one sign does (a grid of
+    values read by interpolation); None where no such sign exists (hash features through an MLP)."""
+
     def __init__(self, cfg: FieldConfig):
         super().__init__()
         self.cfg = cfg
@@ -134,6 +138,9 @@ class GridField(NeRFField):
         axis = grid_axis(self.bound, r)
         lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).flip(-1)  # [z, y, x, (x, y, z)]
         self.register_buffer("lattice", lattice, persistent=False)
+        # Each level adds to the distance (or density logit) with a positive weight: a falling distance grows the
+        # shape, as does a rising density.
+        self.growth_sign = -1.0 if self.is_sdf else 1.0
 
     @staticmethod
     def _summed(grids: nn.ParameterList) -> torch.Tensor:

@@ -73,6 +73,7 @@ def test_overrides_win_and_aliases_work():
     ("stages=[{lr_scale: {albedo: -1}}]", "stages[0] (main).lr_scale.albedo", "[0, 100]"),
     ("stages=[{lr_scale: {geomtry: 1}}]", "stages.lr_scale.geomtry", "did you mean 'stages.lr_scale.geometry'"),
     ("stages=[{shading: shiny}]", "stages.shading", "one of albedo, lit"),
+    ("stages=[{geometry_growth: -0.5}]", "stages[0] (main).geometry_growth", "[0, 100]"),
 ])
 def test_bad_values_name_the_key_in_one_line(override, key, words):
     with pytest.raises(ConfigError) as e:

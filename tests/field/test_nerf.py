@@ -117,13 +117,97 @@ def test_param_groups_split_geometry_and_albedo_by_role(kind):
     density, colour = field.query(points)
     (density.sum() + colour.sum()).backward()
     assert all(p.grad is not None and p.grad.any() for p in albedo)  # the albedo did get a gradient
-    optimizer_step(SimpleNamespace(optimizer=optimizer), SimpleNamespace(lr_scale=LrScale(albedo=0.0)))
+    optimizer_step(SimpleNamespace(optimizer=optimizer, field=field),
+                   SimpleNamespace(lr_scale=LrScale(albedo=0.0), geometry_growth=1.0))
     assert all(g["lr"] == (0 if g["role"] == "albedo" else g["initial_lr"]) for g in optimizer.param_groups)
     after = dict(zip(map(id, field.parameters()), field.parameters()))
     old = dict(zip(map(id, field.parameters()), before))
     assert all(torch.equal(after[id(p)], old[id(p)]) for p in albedo)
     moved = [not torch.equal(after[id(p)], old[id(p)]) for p in geometry if p.grad is not None and p.grad.any()]
     assert moved and all(moved)
+
+
+def test_damp_growth_keeps_a_share_of_the_growing_step_and_all_of_the_carving_one():
+    from sds.train import damp_growth
+
+    before, after = torch.tensor([0.0, 1.0, -1.0, 2.0]), torch.tensor([-1.0, 1.5, -1.0, 1.0])
+    # A distance that falls grows the shape (sign -1); a density logit that rises does (sign +1).
+    assert torch.equal(damp_growth(before, after, -1.0, 0.25), torch.tensor([-0.25, 1.5, -1.0, 1.75]))
+    assert torch.equal(damp_growth(before, after, 1.0, 0.25), torch.tensor([-1.0, 1.125, -1.0, 1.0]))
+    assert torch.equal(damp_growth(before, after, -1.0, 1.0), after)
+
+
+def _stepped(field, *growths: float):
+    """Copies of the field after one optimizer_step each, on the same gradient (of a loss that pushes the density
+    up at some points and down at others), with the geometry's growing steps kept at each of `growths`."""
+    import copy
+
+    from sds.config import LrScale, OptimConfig
+    from sds.train import optimizer_step
+
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(2048, 3, generator=gen) * 1.6 - 0.8
+    sign = torch.randint(0, 2, (2048,), generator=gen) * 2.0 - 1
+    density, colour = field.query(points)
+    ((density * sign).sum() + colour.sum()).backward()
+    out = []
+    for growth in growths:
+        stepped = copy.deepcopy(field)
+        for q, p in zip(stepped.parameters(), field.parameters()):
+            q.grad = p.grad.clone()
+        optimizer = torch.optim.Adam(stepped.param_groups(OptimConfig()))
+        optimizer_step(SimpleNamespace(optimizer=optimizer, field=stepped),
+                       SimpleNamespace(lr_scale=LrScale(), geometry_growth=growth))
+        out.append(stepped)
+    return out
+
+
+@pytest.mark.parametrize("geometry", [SdfGeometry(), DensityGeometry()], ids=["sdf", "density"])
+def test_a_stage_s_geometry_growth_damps_only_the_steps_that_grow_the_shape(geometry):
+    points = torch.rand(4096, 3) * 1.6 - 0.8
+    start = _grid(12, (4,), geometry)
+    full, damped = _stepped(start, 1.0, 0.3)
+    before = [g.detach() for g in start.geometry_grids]
+    # The field's growth sign is right: keeping only the growing part of the whole step raises the density
+    # everywhere (and keeping only the carving part lowers it).
+    grown, carved = _grid(12, (4,), geometry), _grid(12, (4,), geometry)
+    with torch.no_grad():
+        for g, c, b, f in zip(grown.geometry_grids, carved.geometry_grids, before, full.geometry_grids):
+            step = f - b
+            g.copy_(b + torch.where(step * start.growth_sign > 0, step, 0))
+            c.copy_(b + torch.where(step * start.growth_sign > 0, 0, step))
+        density = start.density(points)
+        assert (grown.density(points) >= density - 1e-6).all() and (grown.density(points) > density + 1e-3).any()
+        assert (carved.density(points) <= density + 1e-6).all() and (carved.density(points) < density - 1e-3).any()
+    # On every level, a growing step is kept at 0.3 and a carving one whole; both kinds occur; the albedo is
+    # untouched by the growth setting.
+    for b, f, d in zip(before, full.geometry_grids, damped.geometry_grids):
+        step = f.detach() - b
+        grows = step * start.growth_sign > 0
+        assert grows.any() and (step * start.growth_sign < 0).any()
+        assert torch.allclose(d[grows] - b[grows], 0.3 * step[grows], atol=1e-7)
+        assert torch.equal(d[~grows], f[~grows])
+    assert all(torch.equal(f, d) for f, d in zip(full.albedo_grids, damped.albedo_grids))
+
+
+def test_a_hash_field_has_no_growth_sign_and_keeps_its_geometry_steps_whole(caplog):
+    from sds.config import load_config
+    from sds.train import make_trainer
+
+    field = HashGridField(FieldConfig(encoding=HashGridEncoding(levels=2, log2_table_size=10, max_resolution=16)))
+    whole, damped = _stepped(field, 1.0, 0.3)
+    assert field.growth_sign is None
+    assert any(not torch.equal(a, b) for a, b in zip(field.parameters(), whole.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), damped.parameters()))
+    # A recipe that asks for damped growth on a hash field is told, once, when the run starts.
+    cfg = load_config(None, ["field.encoding=hashgrid", "field.encoding.levels=2", "field.encoding.log2_table_size=10",
+                             "field.encoding.max_resolution=16", "stages=[{name: grow, geometry_growth: 0.3}]"],
+                      prompt="x")
+    with caplog.at_level("WARNING", logger="sds.train"):
+        make_trainer(cfg, torch.device("cpu"))
+    assert [r.getMessage() for r in caplog.records if "geometry_growth" in r.getMessage()] == [
+        "stages ['grow'] set geometry_growth, which only a grid field has (a hash grid's features have no direction "
+        "that grows): their geometry steps are kept whole"]
 
 
 def test_laplace_density_of_a_signed_distance():
