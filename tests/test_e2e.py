@@ -24,7 +24,8 @@ SMALL = ["steps=12", "checkpoint_every=4", "preview_every=6", "render.resolution
 THREE_STAGES = ("stages=[{name: shape, until: 0.25, shading: albedo, guidance_scale: 50},"
                 " {name: mid, until: 0.5, shading: lit, guidance_scale: 30, lr_scale: {geometry: 0.5, albedo: 2}},"
                 " {name: texture, until: 1.0, shading: lit, textureless_prob: 0.5, guidance_scale: 20,"
-                " lr_scale: {geometry: 0.1, background: 0}, redistance: false}]")
+                " lr_scale: {geometry: 0.1, background: 0}, geometry_growth: 0.4, redistance: false}]")
+"""Three stages of a user's; the last (steps 6-11, across the resume tests' stop at 6) damps the geometry's growth."""
 
 
 def _sds(*args, cwd=None, timeout=300):
