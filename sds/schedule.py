@@ -105,7 +105,7 @@ def plan(cfg: RunConfig, step: int) -> StepPlan:
 
 
 def stage_table(cfg: RunConfig) -> str:
-    """The resolved stages as a small table (steps, shading, guidance scale, learning-rate scales)."""
+    """The resolved stages as a small table (steps, shading, guidance scale, learning-rate scales, growth share)."""
     sdf = _sdf_grid(cfg)
     rows = [("stage", "steps", "shading", "guidance", "lr geometry/albedo/bg", "growth", "textureless", "redistance")]
     for stage, begin, end in stage_bounds(cfg):
