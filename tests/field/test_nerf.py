@@ -169,13 +169,15 @@ def test_a_stage_s_geometry_growth_damps_only_the_steps_that_grow_the_shape(geom
     full, damped = _stepped(start, 1.0, 0.3)
     before = [g.detach() for g in start.geometry_grids]
     # The field's growth sign is right: keeping only the growing part of the whole step raises the density
-    # everywhere (and keeping only the carving part lowers it).
+    # everywhere (and keeping only the carving part lowers it). damp_growth at share 0 keeps only the part that
+    # does not grow by the sign it is given, so the opposite sign keeps only the growing part.
+    from sds.train import damp_growth
+
     grown, carved = _grid(12, (4,), geometry), _grid(12, (4,), geometry)
     with torch.no_grad():
         for g, c, b, f in zip(grown.geometry_grids, carved.geometry_grids, before, full.geometry_grids):
-            step = f - b
-            g.copy_(b + torch.where(step * start.growth_sign > 0, step, 0))
-            c.copy_(b + torch.where(step * start.growth_sign > 0, 0, step))
+            g.copy_(damp_growth(b, f, -start.growth_sign, 0.0))
+            c.copy_(damp_growth(b, f, start.growth_sign, 0.0))
         density = start.density(points)
         assert (grown.density(points) >= density - 1e-6).all() and (grown.density(points) > density + 1e-3).any()
         assert (carved.density(points) <= density + 1e-6).all() and (carved.density(points) < density - 1e-3).any()
