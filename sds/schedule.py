@@ -32,6 +32,8 @@ class StepPlan:
     """Multiplier of each parameter group's base learning rate."""
     geometry_growth: float
     """The share kept of the part of the geometry's step that grows the shape."""
+    max_reach: float
+    """The share of the scene box's half-width beyond which the shape takes no growing step."""
     redistance: bool
     """Reset the sdf grid to a true distance after this step."""
 
@@ -100,19 +102,22 @@ def plan(cfg: RunConfig, step: int) -> StepPlan:
                      "normal_roughness": ramp_at(cfg.reg.normal_roughness, step, cfg.steps) if sdf else 0.0},
         lr_scale=stage.lr_scale,
         geometry_growth=stage.geometry_growth,
+        max_reach=stage.max_reach,
         redistance=bool(every) and stage.redistance and (step + 1) % every == 0,
     )
 
 
 def stage_table(cfg: RunConfig) -> str:
-    """The resolved stages as a small table (steps, shading, guidance scale, learning-rate scales, growth share)."""
+    """The resolved stages as a small table (steps, shading, guidance scale, learning-rate scales, growth share and
+    reach)."""
     sdf = _sdf_grid(cfg)
-    rows = [("stage", "steps", "shading", "guidance", "lr geometry/albedo/bg", "growth", "textureless", "redistance")]
+    rows = [("stage", "steps", "shading", "guidance", "lr geometry/albedo/bg", "growth", "reach", "textureless", "redistance")]
     for stage, begin, end in stage_bounds(cfg):
         lr = stage.lr_scale
         every = sdf.redistance_every if sdf and stage.redistance else 0
         rows.append((stage.name, f"{begin}-{end - 1}", stage.shading, f"{stage.guidance_scale:g}",
                      f"{lr.geometry:g} / {lr.albedo:g} / {lr.background:g}", f"{stage.geometry_growth:g}",
+                     f"{stage.max_reach:g}",
                      f"{stage.textureless_prob:g}",
                      f"every {every}" if every else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

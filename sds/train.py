@@ -73,6 +73,10 @@ def make_trainer(cfg: RunConfig, device: torch.device) -> Trainer:
     if damped and field.growth_sign is None:
         log.warning("stages %s set geometry_growth, which only a grid field has (a hash grid's features have no "
                     "direction that grows): their geometry steps are kept whole", damped)
+    limited = [s.name for s in cfg.stages if s.max_reach < 1]
+    if limited and (field.growth_sign is None or field.reach() is None):
+        log.warning("stages %s set max_reach, which only a grid sdf field has (it alone knows where its surface is "
+                    "during the run): their shapes may grow to the box", limited)
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
     generator = torch.Generator().manual_seed(cfg.seed)
     return Trainer(cfg, field, background, renderer, optimizer, generator)
@@ -153,24 +157,39 @@ def damp_growth(before: torch.Tensor, after: torch.Tensor, growth_sign: float, s
     return before + torch.where(step * growth_sign > 0, share * step, step)
 
 
-def optimizer_step(trainer: Trainer, p: StepPlan) -> None:
+def growth_held(field, p: StepPlan) -> bool:
+    """Whether the shape reaches farther out than the stage's max_reach, so that this step takes no growth. It
+    depends on the field as it stands, so a resumed run agrees."""
+    if p.max_reach >= 1:
+        return False
+    reach = field.reach()
+    return reach is not None and reach > p.max_reach
+
+
+def optimizer_step(trainer: Trainer, p: StepPlan) -> bool:
     """Adam with each group's base rate times its role's scale in the plan's stage (set from the plan, never
-    accumulated, so a resumed run agrees), then the stage's share of the geometry's growing step kept.
+    accumulated, so a resumed run agrees), then the stage's share of the geometry's growing step kept: none while
+    the shape reaches past the stage's max_reach (growth_held, which is returned).
 
     Why damp growth after Adam, not its gradient: Adam moves each voxel by about its rate whatever the gradient's
     size, so a weak but steady outward push of the prior grows a shape as fast as a strong one, and on light
-    colours it grows into the scene box; carving is left at full speed so holes (a torus's) still open."""
+    colours it grows into the scene box; carving is left at full speed so holes (a torus's) still open. Why hold
+    growth altogether past max_reach rather than clip the field there: a clip would cut the shape flat at the limit
+    as the box does; holding leaves the prior to reshape it by carving."""
     for group in trainer.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * getattr(p.lr_scale, group["role"])
     sign = trainer.field.growth_sign
+    held = sign is not None and growth_held(trainer.field, p)
+    share = 0.0 if held else p.geometry_growth
     geometry = []
-    if p.geometry_growth != 1 and sign is not None:
+    if share != 1 and sign is not None:
         geometry = [(q, q.detach().clone()) for g in trainer.optimizer.param_groups if g["role"] == "geometry"
                     for q in g["params"]]
     trainer.optimizer.step()
     with torch.no_grad():
         for q, before in geometry:
-            q.copy_(damp_growth(before, q, sign, p.geometry_growth))
+            q.copy_(damp_growth(before, q, sign, share))
+    return held
 
 
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:
@@ -197,13 +216,14 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
         raise FloatingPointError(f"loss is {loss.item()} at step {p.step}")
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer_step(trainer, p)
+    held = optimizer_step(trainer, p)
     trainer.step += 1
     if p.redistance and not trainer.field.redistance():
         log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
                     trainer.step)
     trainer.renderer.update(trainer.step, gen)
-    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean())}
+    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean()),
+            "growth_held": float(held)}
 
 
 @torch.no_grad()
@@ -222,7 +242,7 @@ def save_preview(trainer: Trainer, path, resolution: int = 64):
     return image
 
 
-METRICS_HEADER = "step,loss,sds_grad,opacity"
+METRICS_HEADER = "step,loss,sds_grad,opacity,growth_held"
 
 
 def metrics_rows(path: Path, up_to: int) -> list[str]:
@@ -303,8 +323,9 @@ def _after_step(trainer: Trainer, run: Run, rows: list[str], progress: Progress,
 def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop_at: int | None = None) -> str:
     """Run until cfg.steps (or stop_at). Returns the final status: ok / nan / interrupted.
 
-    Every step's loss, SDS gradient norm and mean render opacity (how much of the views the object covers: it
-    shows a shape growing) go to progress/metrics.csv, written every tenth of the run and with each checkpoint.
+    Every step's loss, SDS gradient norm, mean render opacity (how much of the views the object covers: it
+    shows a shape growing) and whether growth was held (max_reach) go to progress/metrics.csv, written every tenth
+    of the run and with each checkpoint.
     The bar shows only when `show_progress` and stderr is a terminal; otherwise a line every tenth of the run."""
     cfg = trainer.cfg
     rows = metrics_rows(run.metrics, up_to=trainer.step)
@@ -324,7 +345,8 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                 at_boundary = False
                 scalars = train_step(trainer, guidance)
                 at_boundary = True
-                rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f}")
+                rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f},"
+                            f"{scalars['growth_held']:.0f}")
                 progress.update(trainer.step, scalars)
                 if _after_step(trainer, run, rows, progress, cadence):
                     saved = trainer.step

@@ -24,8 +24,9 @@ SMALL = ["steps=12", "checkpoint_every=4", "preview_every=6", "render.resolution
 THREE_STAGES = ("stages=[{name: shape, until: 0.25, shading: albedo, guidance_scale: 50},"
                 " {name: mid, until: 0.5, shading: lit, guidance_scale: 30, lr_scale: {geometry: 0.5, albedo: 2}},"
                 " {name: texture, until: 1.0, shading: lit, textureless_prob: 0.5, guidance_scale: 20,"
-                " lr_scale: {geometry: 0.1, background: 0}, geometry_growth: 0.4, redistance: false}]")
-"""Three stages of a user's; the last (steps 6-11, across the resume tests' stop at 6) damps the geometry's growth."""
+                " lr_scale: {geometry: 0.1, background: 0}, geometry_growth: 0.4, max_reach: 0.1, redistance: false}]")
+"""Three stages of a user's; the last (steps 6-11, across the resume tests' stop at 6) damps the geometry's growth
+and holds it while the shape reaches past a tenth of the box (which it always does)."""
 
 
 def _sds(*args, cwd=None, timeout=300):
@@ -58,6 +59,8 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
         assert torch.equal(a, b)
     metrics = [r.metrics.read_text() for r in (straight_run, run)]
     assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == 1 + cfg.steps  # the same log, step by step
+    held = [r.split(",")[4] for r in metrics[0].splitlines()[1:]]
+    assert held == (["0"] * 6 + ["1"] * 6 if extra else ["0"] * 12)  # three_stages' max_reach holds from step 6
     assert not torch.equal(straight.field.full_grid(), make_trainer(cfg, torch.device("cpu")).field.full_grid())
     # The last step ran at the last stage's rates (stop_at=6 is past the first stage's end in both cases), set
     # from the plan rather than carried over from the interrupted trainer.
@@ -136,7 +139,7 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert not list(run_dir.rglob("*.tmp"))
 
     metrics = (run_dir / "progress" / "metrics.csv").read_text().splitlines()
-    assert metrics[0] == "step,loss,sds_grad,opacity" and [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 13))
+    assert metrics[0] == "step,loss,sds_grad,opacity,growth_held" and [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 13))
     assert all(0 <= float(r.split(",")[3]) <= 1 for r in metrics[1:])  # mean opacity
 
     out = _sds("resume", str(run_dir), "steps=16", "--no-progress")

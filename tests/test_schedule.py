@@ -70,14 +70,16 @@ def test_ramp_at_its_endpoints_and_midpoint():
 
 def test_a_users_stages_and_the_stage_table():
     cfg = load_config(None, ["steps=100", "stages=[{name: a, until: 0.5, guidance_scale: 7}, "
-                             "{name: b, shading: albedo, lr_scale: {albedo: 0}, geometry_growth: 0.25}]"], prompt="x")
+                             "{name: b, shading: albedo, lr_scale: {albedo: 0}, geometry_growth: 0.25,"
+                             " max_reach: 0.8}]"], prompt="x")
     assert [plan(cfg, s).stage for s in (0, 49, 50, 99)] == ["a", "a", "b", "b"]
     assert plan(cfg, 50).lr_scale.albedo == 0 and plan(cfg, 50).guidance_scale == 100
     assert (plan(cfg, 49).geometry_growth, plan(cfg, 50).geometry_growth) == (1.0, 0.25)
+    assert (plan(cfg, 49).max_reach, plan(cfg, 50).max_reach) == (1.0, 0.8)
     lines = stage_table(cfg).splitlines()
-    assert lines[0].split()[6] == "growth"
+    assert lines[0].split()[6:8] == ["growth", "reach"]
     assert lines[1].split()[:4] == ["a", "0-49", "lit", "7"] and lines[2].split()[:3] == ["b", "50-99", "albedo"]
-    assert lines[1].split()[9] == "1" and lines[2].split()[9] == "0.25"  # after the rates, "1 / 1 / 1"
+    assert lines[1].split()[9:11] == ["1", "1"] and lines[2].split()[9:11] == ["0.25", "0.8"]  # after "1 / 1 / 1"
 
 
 def test_plan_is_pure(default):

@@ -113,6 +113,7 @@ def _check_stages(cfg: RunConfig) -> None:
         for group in ("geometry", "albedo", "background"):
             check_between(getattr(s.lr_scale, group), f"{key}.lr_scale.{group}", 0, 100)
         check_between(s.geometry_growth, f"{key}.geometry_growth", 0, 100)
+        check(0 < s.max_reach <= 1, f"{key}.max_reach", f"must be in (0, 1] (a share of the scene box), got {s.max_reach}")
 
 
 def _check_guidance(cfg: RunConfig) -> None:

@@ -58,6 +58,11 @@ class StageConfig:
     """The share of each geometry step that is kept where the step grows the shape (a grid field's distance falls
     or its density rises); a step that carves is kept whole. Below 1 the shape grows slower than it carves (1:
     Adam's step as it is). Grid fields only: a hash grid's features have no direction that grows."""
+    max_reach: float = 1.0
+    """How far out the shape may grow, as a share of the scene box's half-width: while a voxel inside the surface
+    lies farther out along an axis, no geometry step that grows the shape is taken (carving goes on), so a shape the
+    prior keeps pushing outward stops short of the box instead of being cut flat by it. 1: the box itself, no limit.
+    Grid sdf fields only (only they know where their surface is during the run)."""
     redistance: bool = True
     """Whether an sdf grid's distance is reset every geometry.redistance_every steps in this stage."""
 

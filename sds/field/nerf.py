@@ -56,6 +56,11 @@ class NeRFField(nn.Module):
     def raw(self, points: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def reach(self) -> float | None:
+        """How far out the shape extends, as a share of the scene box's half-width; None where the field has no
+        surface to measure during the run (a density's surface is a threshold chosen at export)."""
+        return None
+
     def blob(self, points: torch.Tensor) -> torch.Tensor:
         """[N] density-logit bias: blob_density at the centre, falling linearly, 0 at blob_radius."""
         r = points.pow(2).sum(-1).sqrt()
@@ -138,6 +143,7 @@ class GridField(NeRFField):
         axis = grid_axis(self.bound, r)
         lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).flip(-1)  # [z, y, x, (x, y, z)]
         self.register_buffer("lattice", lattice, persistent=False)
+        self.register_buffer("lattice_reach", lattice.abs().amax(-1) / self.bound, persistent=False)
         # Each level adds to the distance (or density logit) with a positive weight: a falling distance grows the
         # shape, as does a rising density.
         self.growth_sign = -1.0 if self.is_sdf else 1.0
@@ -165,6 +171,15 @@ class GridField(NeRFField):
     def lattice_distance(self) -> torch.Tensor:
         """[r, r, r] the sdf geometry's distance at the voxels (indexed z, y, x like the grid)."""
         return self.signed_distance(self._summed(self.geometry_grids)[0, 0], self.lattice)
+
+    @torch.no_grad()
+    def reach(self) -> float | None:
+        """The sdf geometry's farthest voxel inside the surface along any axis (a share of the box's half-width; 0
+        when no voxel is inside). The box bounds a field along its axes, so this is how near the box cuts it."""
+        if not self.is_sdf:
+            return None
+        inside = self.lattice_distance() < 0
+        return float(self.lattice_reach[inside].max()) if inside.any() else 0.0
 
     def eikonal(self) -> torch.Tensor:
         """mean((|grad d| - 1)^2) of the sdf geometry's distance over the voxel lattice (forward differences)."""

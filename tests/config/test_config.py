@@ -74,6 +74,8 @@ def test_overrides_win_and_aliases_work():
     ("stages=[{lr_scale: {geomtry: 1}}]", "stages.lr_scale.geomtry", "did you mean 'stages.lr_scale.geometry'"),
     ("stages=[{shading: shiny}]", "stages.shading", "one of albedo, lit"),
     ("stages=[{geometry_growth: -0.5}]", "stages[0] (main).geometry_growth", "[0, 100]"),
+    ("stages=[{max_reach: 0}]", "stages[0] (main).max_reach", "(0, 1] (a share of the scene box)"),
+    ("stages=[{max_reach: 1.2}]", "stages[0] (main).max_reach", "(0, 1] (a share of the scene box)"),
 ])
 def test_bad_values_name_the_key_in_one_line(override, key, words):
     with pytest.raises(ConfigError) as e:

@@ -118,7 +118,7 @@ def test_param_groups_split_geometry_and_albedo_by_role(kind):
     (density.sum() + colour.sum()).backward()
     assert all(p.grad is not None and p.grad.any() for p in albedo)  # the albedo did get a gradient
     optimizer_step(SimpleNamespace(optimizer=optimizer, field=field),
-                   SimpleNamespace(lr_scale=LrScale(albedo=0.0), geometry_growth=1.0))
+                   SimpleNamespace(lr_scale=LrScale(albedo=0.0), geometry_growth=1.0, max_reach=1.0))
     assert all(g["lr"] == (0 if g["role"] == "albedo" else g["initial_lr"]) for g in optimizer.param_groups)
     after = dict(zip(map(id, field.parameters()), field.parameters()))
     old = dict(zip(map(id, field.parameters()), before))
@@ -137,9 +137,10 @@ def test_damp_growth_keeps_a_share_of_the_growing_step_and_all_of_the_carving_on
     assert torch.equal(damp_growth(before, after, -1.0, 1.0), after)
 
 
-def _stepped(field, *growths: float):
+def _stepped(field, *growths: float, max_reach: float = 1.0):
     """Copies of the field after one optimizer_step each, on the same gradient (of a loss that pushes the density
-    up at some points and down at others), with the geometry's growing steps kept at each of `growths`."""
+    up at some points and down at others), with the geometry's growing steps kept at each of `growths`, and
+    whether each step held growth (the shape reached past max_reach)."""
     import copy
 
     from sds.config import LrScale, OptimConfig
@@ -148,18 +149,19 @@ def _stepped(field, *growths: float):
     gen = torch.Generator().manual_seed(0)
     points = torch.rand(2048, 3, generator=gen) * 1.6 - 0.8
     sign = torch.randint(0, 2, (2048,), generator=gen) * 2.0 - 1
+    field.zero_grad(set_to_none=True)  # each call steps on this gradient alone
     density, colour = field.query(points)
     ((density * sign).sum() + colour.sum()).backward()
-    out = []
+    out, held = [], []
     for growth in growths:
         stepped = copy.deepcopy(field)
         for q, p in zip(stepped.parameters(), field.parameters()):
             q.grad = p.grad.clone()
         optimizer = torch.optim.Adam(stepped.param_groups(OptimConfig()))
-        optimizer_step(SimpleNamespace(optimizer=optimizer, field=stepped),
-                       SimpleNamespace(lr_scale=LrScale(), geometry_growth=growth))
+        held.append(optimizer_step(SimpleNamespace(optimizer=optimizer, field=stepped),
+                                   SimpleNamespace(lr_scale=LrScale(), geometry_growth=growth, max_reach=max_reach)))
         out.append(stepped)
-    return out
+    return out if max_reach == 1 else (out, held)
 
 
 @pytest.mark.parametrize("geometry", [SdfGeometry(), DensityGeometry()], ids=["sdf", "density"])
@@ -192,6 +194,49 @@ def test_a_stage_s_geometry_growth_damps_only_the_steps_that_grow_the_shape(geom
     assert all(torch.equal(f, d) for f, d in zip(full.albedo_grids, damped.albedo_grids))
 
 
+def test_reach_is_the_farthest_voxel_inside_the_sdf_surface():
+    from sds.lattice import grid_axis
+
+    # A sphere of radius R about the origin: the farthest lattice voxel inside it along an axis is the largest
+    # axis value below R (on the axis through the centre), as a share of the box's half-width.
+    field = _grid(24, (6,), SdfGeometry(), blob_radius=0.5, bound=1.5)
+    axis = grid_axis(1.5, 24)
+    for radius in (0.5, 0.9):
+        with torch.no_grad():
+            field.geometry_grids[0].fill_((0.5 - radius) / field.geometry.scale)  # distance = |x| - radius
+        assert field.reach() == pytest.approx(float(axis[axis < radius].max()) / 1.5)
+    with torch.no_grad():
+        field.geometry_grids[0].fill_(10.0)  # nothing inside
+    assert field.reach() == 0.0
+    # A density grid has no surface until export picks a threshold.
+    assert _grid(8, (), DensityGeometry()).reach() is None
+
+
+@pytest.mark.parametrize("geometry", [SdfGeometry(), DensityGeometry()], ids=["sdf", "density"])
+def test_a_shape_past_the_stage_s_max_reach_takes_no_growing_step(geometry):
+    start = _grid(12, (4,), geometry)
+    reach = start.reach()
+    full = _stepped(start, 1.0)[0]
+    before = [g.detach() for g in start.geometry_grids]
+    # Within the limit the step is whole, as with no limit.
+    (within,), (held,) = _stepped(start, 1.0, max_reach=0.99)
+    assert not held and all(torch.equal(f, w) for f, w in zip(full.parameters(), within.parameters()))
+    (past,), (held,) = _stepped(start, 1.0, max_reach=0.2)
+    if reach is None:  # a density grid cannot say how far it reaches: its steps are whole
+        assert not held and all(torch.equal(f, p) for f, p in zip(full.parameters(), past.parameters()))
+        return
+    assert 0.2 < reach < 0.99
+    # Past it, on every level, the growing part of the step is dropped and the carving part kept; the albedo
+    # moves as ever.
+    assert held
+    for b, f, p in zip(before, full.geometry_grids, past.geometry_grids):
+        step = f.detach() - b
+        grows = step * start.growth_sign > 0
+        assert grows.any() and (step * start.growth_sign < 0).any()
+        assert torch.equal(p[grows], b[grows]) and torch.equal(p[~grows], f[~grows])
+    assert all(torch.equal(f, p) for f, p in zip(full.albedo_grids, past.albedo_grids))
+
+
 def test_a_hash_field_has_no_growth_sign_and_keeps_its_geometry_steps_whole(caplog):
     from sds.config import load_config
     from sds.train import make_trainer
@@ -210,6 +255,22 @@ def test_a_hash_field_has_no_growth_sign_and_keeps_its_geometry_steps_whole(capl
     assert [r.getMessage() for r in caplog.records if "geometry_growth" in r.getMessage()] == [
         "stages ['grow'] set geometry_growth, which only a grid field has (a hash grid's features have no direction "
         "that grows): their geometry steps are kept whole"]
+
+
+@pytest.mark.parametrize("field", [["field.geometry={kind: density}", "field.encoding.resolution=8"],
+                                   ["field.encoding=hashgrid", "field.encoding.levels=2",
+                                    "field.encoding.log2_table_size=10", "field.encoding.max_resolution=16"]],
+                         ids=["density", "hash"])
+def test_max_reach_on_a_field_that_cannot_measure_its_reach_is_told(field, caplog):
+    from sds.config import load_config
+    from sds.train import make_trainer
+
+    cfg = load_config(None, [*field, "stages=[{name: near, max_reach: 0.5}]"], prompt="x")
+    with caplog.at_level("WARNING", logger="sds.train"):
+        make_trainer(cfg, torch.device("cpu"))
+    assert [r.getMessage() for r in caplog.records if "max_reach" in r.getMessage()] == [
+        "stages ['near'] set max_reach, which only a grid sdf field has (it alone knows where its surface is during "
+        "the run): their shapes may grow to the box"]
 
 
 def test_laplace_density_of_a_signed_distance():
