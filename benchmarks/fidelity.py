@@ -405,8 +405,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/fidelity"))
     parser.add_argument("--columns", type=int, default=4, help="tiles per row of the contact sheet")
     parser.add_argument("--no-contact-sheet", action="store_true",
-                        help="skip the contact sheet after the runs (it renders every mesh again: about 30 s a tile on "
-                             "2 busy cores; --report-only builds it later from results.json)")
+                        help="no contact sheet (it renders every mesh again: about 30 s a tile on 2 busy cores); "
+                             "--report-only builds it later from results.json")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the summary and contact sheet from OUT/results.json without running")
     parser.add_argument("--rescore", action="store_true",
@@ -423,8 +423,9 @@ def main() -> None:
         print(summary(rows))
         print(by_shape(rows))
         print(by_color(rows))
-        contact_sheet(rows, args.out / "contact.png", args.columns)
-        print(f"contact sheet: {args.out / 'contact.png'}")
+        if not args.no_contact_sheet:
+            contact_sheet(rows, args.out / "contact.png", args.columns)
+            print(f"contact sheet: {args.out / 'contact.png'}")
         return
     rows = []
 
