@@ -271,8 +271,8 @@ def test_the_texture_stage_moves_the_geometry_at_its_lr_scale(tiny_pixel_model, 
     # Built-in stages over 12 steps: step 4 is the texture stage's first, its geometry at 0.3 of its rate.
     geo0, slow, alb0, alb_slow, scales = one_step()
     assert scales["geometry"] == pytest.approx(0.3) and scales["albedo"] == 1.0
-    full_texture = ("stages=[{name: shape, until: 0.3333, shading: albedo, guidance_scale: 50},"
-                    " {name: texture, until: 1.0, shading: lit, guidance_scale: 25, redistance: false}]")
+    full_texture = ("stages=[{name: shape, until: 0.3333, shading: albedo, guidance_scale: 50, max_reach: 0.75},"
+                    " {name: texture, until: 1.0, shading: lit, guidance_scale: 25, redistance: false, max_reach: 0.75}]")
     geo0_full, full, alb0_full, alb_full, scales = one_step(full_texture)
     assert scales["geometry"] == 1.0
     assert all(torch.equal(a, b) for a, b in zip(geo0, geo0_full))  # the same start, the same gradient
