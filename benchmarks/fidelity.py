@@ -397,6 +397,16 @@ def rescore(rows: list[dict]) -> list[dict]:
     return out
 
 
+def report(rows: list[dict], args: argparse.Namespace) -> None:
+    """The summary, the tables by shape and colour, and (unless --no-contact-sheet) the contact sheet."""
+    print(summary(rows))
+    print(by_shape(rows))
+    print(by_color(rows))
+    if not args.no_contact_sheet:
+        contact_sheet(rows, args.out / "contact.png", args.columns)
+        print(f"contact sheet: {args.out / 'contact.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -420,12 +430,7 @@ def main() -> None:
         if args.rescore:
             rows = rescore(rows)
             results.write_text(json.dumps(rows, indent=1))
-        print(summary(rows))
-        print(by_shape(rows))
-        print(by_color(rows))
-        if not args.no_contact_sheet:
-            contact_sheet(rows, args.out / "contact.png", args.columns)
-            print(f"contact sheet: {args.out / 'contact.png'}")
+        report(rows, args)
         return
     rows = []
 
@@ -455,12 +460,7 @@ def main() -> None:
                 print(f"{prompt:22} {seed:4}  {s['class']:8} {s['iou']:.3f} {s['proportion']:5.2f} {s['delta_e']:5.1f} {s['components']:4} "
                       f"{s['genus']!s:5} {s['flat']:.3f} {s['hausdorff']:.3f} {s['time']:7.0f} {s['peak']:8.0f}"
                       + ("  cut by the scene box" if s["touches_bound"] else ""), flush=True)
-    print(summary(rows))
-    print(by_shape(rows))
-    print(by_color(rows))
-    if not args.no_contact_sheet:
-        contact_sheet(rows, args.out / "contact.png", args.columns)
-        print(f"contact sheet: {args.out / 'contact.png'}")
+    report(rows, args)
 
 
 if __name__ == "__main__":
