@@ -157,19 +157,18 @@ def damp_growth(before: torch.Tensor, after: torch.Tensor, growth_sign: float, s
     return before + torch.where(step * growth_sign > 0, share * step, step)
 
 
-def growth_held(field, p: StepPlan) -> bool:
-    """Whether the shape reaches farther out than the stage's max_reach, so that this step takes no growth. It
-    depends on the field as it stands, so a resumed run agrees."""
-    if p.max_reach >= 1:
-        return False
-    reach = field.reach()
-    return reach is not None and reach > p.max_reach
+def stage_reach(field, p: StepPlan) -> float | None:
+    """How far out the shape reaches (a share of the scene box's half-width) where the stage limits it (max_reach
+    below 1), else None; also None for a field that cannot say. Measured on the field as it stands, before the
+    step, so a resumed run agrees."""
+    return field.reach() if p.max_reach < 1 and field.growth_sign is not None else None
 
 
-def optimizer_step(trainer: Trainer, p: StepPlan) -> bool:
+def optimizer_step(trainer: Trainer, p: StepPlan) -> tuple[bool, float | None]:
     """Adam with each group's base rate times its role's scale in the plan's stage (set from the plan, never
     accumulated, so a resumed run agrees), then the stage's share of the geometry's growing step kept: none while
-    the shape reaches past the stage's max_reach (growth_held, which is returned).
+    the shape reaches past the stage's max_reach. Returns whether growth was held, and the reach it was decided on
+    (stage_reach: None where the stage sets no limit).
 
     Why damp growth after Adam, not its gradient: Adam moves each voxel by about its rate whatever the gradient's
     size, so a weak but steady outward push of the prior grows a shape as fast as a strong one, and on light
@@ -179,7 +178,8 @@ def optimizer_step(trainer: Trainer, p: StepPlan) -> bool:
     for group in trainer.optimizer.param_groups:
         group["lr"] = group["initial_lr"] * getattr(p.lr_scale, group["role"])
     sign = trainer.field.growth_sign
-    held = sign is not None and growth_held(trainer.field, p)
+    reach = stage_reach(trainer.field, p)
+    held = reach is not None and reach > p.max_reach
     share = 0.0 if held else p.geometry_growth
     geometry = []
     if share != 1 and sign is not None:
@@ -189,12 +189,13 @@ def optimizer_step(trainer: Trainer, p: StepPlan) -> bool:
     with torch.no_grad():
         for q, before in geometry:
             q.copy_(damp_growth(before, q, sign, share))
-    return held
+    return held, reach
 
 
 def train_step(trainer: Trainer, guidance) -> dict[str, float]:
     """One optimisation step: plan -> views -> render -> SDS + regularisers -> optimiser step -> after-step hooks.
-    Returns scalars for the log; raises FloatingPointError on a NaN loss."""
+    Returns scalars for the log (``reach`` only where the stage limits it); raises FloatingPointError on a NaN
+    loss."""
     cfg, gen = trainer.cfg, trainer.generator
     p = plan(cfg, trainer.step)
     batch = cfg.camera.batch_size
@@ -216,14 +217,15 @@ def train_step(trainer: Trainer, guidance) -> dict[str, float]:
         raise FloatingPointError(f"loss is {loss.item()} at step {p.step}")
     trainer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    held = optimizer_step(trainer, p)
+    held, reach = optimizer_step(trainer, p)
     trainer.step += 1
     if p.redistance and not trainer.field.redistance():
         log.warning("step %d: the field has no surface inside the grid, so there is no distance to reset",
                     trainer.step)
     trainer.renderer.update(trainer.step, gen)
-    return {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean()),
-            "growth_held": float(held)}
+    scalars = {"loss": float(loss.detach()), "sds_grad": sds.grad_norm, "opacity": float(out.opacity.detach().mean()),
+               "growth_held": float(held)}
+    return scalars if reach is None else {**scalars, "reach": reach}
 
 
 @torch.no_grad()
@@ -242,7 +244,14 @@ def save_preview(trainer: Trainer, path, resolution: int = 64):
     return image
 
 
-METRICS_HEADER = "step,loss,sds_grad,opacity,growth_held"
+METRICS_HEADER = "step,loss,sds_grad,opacity,growth_held,reach"
+
+
+def metrics_row(step: int, scalars: dict[str, float]) -> str:
+    """One step's row of METRICS_HEADER; ``reach`` is blank where the stage sets no limit (it is not measured)."""
+    reach = f"{scalars['reach']:.4f}" if "reach" in scalars else ""
+    return (f"{step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f},"
+            f"{scalars['growth_held']:.0f},{reach}")
 
 
 def metrics_rows(path: Path, up_to: int) -> list[str]:
@@ -345,8 +354,7 @@ def train(trainer: Trainer, guidance, run: Run, show_progress: bool = True, stop
                 at_boundary = False
                 scalars = train_step(trainer, guidance)
                 at_boundary = True
-                rows.append(f"{trainer.step},{scalars['loss']:.6g},{scalars['sds_grad']:.6g},{scalars['opacity']:.4f},"
-                            f"{scalars['growth_held']:.0f}")
+                rows.append(metrics_row(trainer.step, scalars))
                 progress.update(trainer.step, scalars)
                 if _after_step(trainer, run, rows, progress, cadence):
                     saved = trainer.step

@@ -54,6 +54,7 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     resumed = make_trainer(cfg, torch.device("cpu"))
     load_checkpoint(resumed, run)
     assert resumed.step == 6
+    reach_at_6 = resumed.field.reach()
     assert train(resumed, guidance, run, show_progress=False) == "ok"
     for a, b in zip(straight.field.parameters(), resumed.field.parameters()):
         assert torch.equal(a, b)
@@ -61,6 +62,13 @@ def test_resume_reaches_same_weights_as_uninterrupted_run(tiny_pixel_model, tmp_
     assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == 1 + cfg.steps  # the same log, step by step
     held = [r.split(",")[4] for r in metrics[0].splitlines()[1:]]
     assert held == (["0"] * 6 + ["1"] * 6 if extra else ["0"] * 12)  # three_stages' max_reach holds from step 6
+    # The reach each step's decision was taken on: measured (before the step) only in stages with a limit (the
+    # built-in shape and texture stages, steps 1-11; three_stages' last, 7-12), and past the limit where held.
+    reach = [r.split(",")[5] for r in metrics[0].splitlines()[1:]]
+    limited = range(6, 12) if extra else range(0, 11)
+    assert [i for i, x in enumerate(reach) if x] == list(limited)
+    assert all((float(reach[i]) > 0.1) if extra else (0 < float(reach[i]) <= 0.75) for i in limited)
+    assert float(reach[6]) == pytest.approx(reach_at_6, abs=1e-4)  # step 7's row: the field as step 6 left it
     assert not torch.equal(straight.field.full_grid(), make_trainer(cfg, torch.device("cpu")).field.full_grid())
     # The last step ran at the last stage's rates (stop_at=6 is past the first stage's end in both cases), set
     # from the plan rather than carried over from the interrupted trainer.
@@ -139,7 +147,7 @@ def test_generate_writes_the_whole_run_folder_then_resume_and_export(tiny_pixel_
     assert not list(run_dir.rglob("*.tmp"))
 
     metrics = (run_dir / "progress" / "metrics.csv").read_text().splitlines()
-    assert metrics[0] == "step,loss,sds_grad,opacity,growth_held" and [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 13))
+    assert metrics[0] == "step,loss,sds_grad,opacity,growth_held,reach" and [int(r.split(",")[0]) for r in metrics[1:]] == list(range(1, 13))
     assert all(0 <= float(r.split(",")[3]) <= 1 for r in metrics[1:])  # mean opacity
 
     out = _sds("resume", str(run_dir), "steps=16", "--no-progress")

@@ -115,7 +115,7 @@ def test_tensorboard_event_files_hold_the_scalars_and_progress_images(setup):
     run = Run.create(cfg)
     assert train(make_trainer(cfg, torch.device("cpu")), guidance, run, show_progress=False) == "ok"
     events = EventAccumulator(str(run.path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
-    assert set(events.Tags()["scalars"]) == {"loss", "sds_grad", "opacity", "growth_held"}
+    assert set(events.Tags()["scalars"]) == {"loss", "sds_grad", "opacity", "growth_held", "reach"}
     assert [e.step for e in events.Scalars("loss")] == list(range(1, 13))
     csv_loss = [float(r.split(",")[1]) for r in run.metrics.read_text().splitlines()[1:]]
     assert [e.value for e in events.Scalars("loss")] == pytest.approx(csv_loss, rel=1e-5)

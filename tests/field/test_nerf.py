@@ -159,7 +159,7 @@ def _stepped(field, *growths: float, max_reach: float = 1.0):
             q.grad = p.grad.clone()
         optimizer = torch.optim.Adam(stepped.param_groups(OptimConfig()))
         held.append(optimizer_step(SimpleNamespace(optimizer=optimizer, field=stepped),
-                                   SimpleNamespace(lr_scale=LrScale(), geometry_growth=growth, max_reach=max_reach)))
+                                   SimpleNamespace(lr_scale=LrScale(), geometry_growth=growth, max_reach=max_reach))[0])
         out.append(stepped)
     return out if max_reach == 1 else (out, held)
 
