@@ -68,17 +68,18 @@ class StageConfig:
 
 
 BUILTIN_STAGES = (
-    StageConfig("shape", until=0.3, shading="albedo", guidance_scale=50.0, max_reach=0.75),
+    StageConfig("shape", until=0.3, shading="albedo", guidance_scale=50.0, max_reach=0.65),
     StageConfig("texture", until=0.9, shading="lit", guidance_scale=25.0, lr_scale=LrScale(geometry=0.3),
-                redistance=False, max_reach=0.75),
+                redistance=False, max_reach=0.65),
     StageConfig("colour", until=1.0, shading="lit", guidance_scale=2.0, lr_scale=LrScale(geometry=0.0, albedo=8.0),
                 redistance=False),
 )
 """The built-in prior's recipe: the shape settles under albedo-only shading, then lit views fix the texture
 while the geometry moves at 0.3 of its rate (docs/tuning.md, sweeps 6, 15 and 16), then the geometry is held while
 the albedo moves fast at low guidance, which over-saturates and darkens colours less (issue 27, fourth and
-fifth sessions). While the shape reaches past 0.75 of the box it takes no growing step, so light colours stop short
-of the box instead of being cut by it (issue 27, eighth session)."""
+fifth sessions). While the shape reaches past 0.65 of the box it takes no growing step, so light colours stop short
+of the box instead of being cut by it, and held that early their cubes and cones keep more of their shape (issue 27,
+eighth and tenth sessions)."""
 
 
 @dataclass(frozen=True)
