@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None, help="stop after this long; rerun to resume")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--images-per-caption", type=int, default=None)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image size in pixels, a multiple of 8 (default 32, the shipped prior's); the guidance "
+                        "reads it from the exported model")
     p.add_argument("--device", default="cpu")
     p.add_argument("--install", action="store_true", help="copy the exported model into the package as the default")
     for command in sub.choices.values():
@@ -260,6 +263,9 @@ def check_train_prior_args(args) -> None:
                         ("--images-per-caption", args.images_per_caption)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1, got {value}")
+    if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):
+        # The UNet halves the image at each of its down blocks; 8 leaves every level whole with room to spare.
+        raise ConfigError(f"--resolution: must be a multiple of 8, at least 8, got {args.resolution}")
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         raise ConfigError(f"--minutes: must be a positive number, got {args.minutes}")
     if args.out_dir.exists() and not args.out_dir.is_dir():

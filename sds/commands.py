@@ -39,6 +39,9 @@ def train_prior(args) -> int:
         cfg = replace(cfg, batch_size=args.batch_size)
     if args.images_per_caption is not None:
         cfg = replace(cfg, data=replace(cfg.data, images_per_caption=args.images_per_caption))
+    if args.resolution is not None:
+        cfg = replace(cfg, arch=replace(cfg.arch, resolution=args.resolution),
+                      data=replace(cfg.data, resolution=args.resolution))
     model_dir = run_training(args.out_dir, cfg)
     log.info("prior exported to %s", model_dir)
     if args.install:

@@ -181,7 +181,8 @@ def test_view_of_a_folder_that_is_not_a_run(cli, tmp_path):
 
 @pytest.mark.parametrize("args,words", [(["--steps", "-1"], "--steps"), (["--minutes", "0"], "--minutes"),
                                         (["--batch-size", "0"], "--batch-size"),
-                                        (["--images-per-caption", "0"], "--images-per-caption")])
+                                        (["--images-per-caption", "0"], "--images-per-caption"),
+                                        (["--resolution", "20"], "--resolution")])
 def test_train_prior_arguments(cli, tmp_path, args, words):
     _assert_one_line(*cli("train-prior", tmp_path / "prior", *args), words, expected_code=2)
     assert not (tmp_path / "prior").exists()

@@ -166,3 +166,22 @@ def test_world_sdfs_at_analytic_points():
     assert d("cone", 0, -0.4, 0) == pytest.approx(0, abs=1e-6)  # base centre
     assert d("cone", 0.25, 0.05, 0) == pytest.approx(0, abs=1e-6)  # slant at mid-height
     assert d("cone", 0, 0, 0) < 0
+
+
+def test_train_prior_at_another_resolution_exports_a_model_the_guidance_renders_for(tmp_path):
+    """`sds train-prior --resolution 16`: the data is rendered at 16 px and the exported UNet says 16, which is the
+    size the guidance asks renders in (so a sharper prior needs no other change to be used)."""
+    import json
+
+    from sds.cli import main
+    from sds.config import GuidanceConfig
+    from sds.guidance.load import load_guidance
+    from sds.state_file import read_state
+
+    out = tmp_path / "prior"
+    assert main(["train-prior", str(out), "--steps", "1", "--images-per-caption", "1", "--batch-size", "4",
+                 "--resolution", "16"]) == 0
+    assert read_state(out / "data.pt", what="data")["images"].shape[-2:] == (16, 16)
+    assert json.loads((out / "model" / "unet" / "config.json").read_text())["sample_size"] == 16
+    guidance, _ = load_guidance(GuidanceConfig(model=str(out / "model")), "a red cube", torch.device("cpu"))
+    assert guidance.image_size == 16 and guidance.encode(torch.rand(1, 3, 32, 32)).shape[-2:] == (16, 16)
