@@ -170,7 +170,7 @@ def test_world_sdfs_at_analytic_points():
 
 def test_train_prior_at_another_resolution_exports_a_model_the_guidance_renders_for(tmp_path):
     """`sds train-prior --resolution 16`: the data is rendered at 16 px and the exported UNet says 16, which is the
-    size the guidance asks renders in (so a sharper prior needs no other change to be used)."""
+    size the guidance resizes renders to (a sharper prior loads as it is; `render.resolution` sets what it is shown)."""
     import json
 
     from sds.cli import main
