@@ -9,6 +9,7 @@ to OUT_DIR/model/. Running the same command again resumes from the checkpoint.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -77,6 +78,19 @@ def _load_or_make_data(out_dir: Path, cfg: PriorTrainConfig) -> PriorDataset:
     return data
 
 
+def _check_same_architecture(ckpt: dict, arch: PriorArchitecture, ckpt_path: Path) -> None:
+    """A checkpoint resumes only under the architecture it was trained with. A UNet's weights fit any image size,
+    so without this a run at another `--resolution` would quietly go on from the old one."""
+    saved = ckpt.get("config", {}).get("arch") if isinstance(ckpt.get("config"), dict) else None
+    if not isinstance(saved, dict):
+        return  # a checkpoint that does not say: its weights are checked against the modules when loaded
+    now = asdict(arch)
+    changed = [k for k in now if json.dumps(saved.get(k)) != json.dumps(now[k])]  # JSON: a saved tuple reads as a list
+    if changed:
+        raise RunError(f"{ckpt_path} was trained with another architecture ({', '.join(changed)} differ); "
+                       "train into a new folder")
+
+
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
@@ -90,6 +104,10 @@ def train_prior(out_dir: Path, cfg: PriorTrainConfig, show_progress: bool = True
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
+    ckpt_path = out_dir / "ckpt.pt"
+    ckpt = read_state(ckpt_path, device, "prior checkpoint") if ckpt_path.exists() else None
+    if ckpt is not None:
+        _check_same_architecture(ckpt, cfg.arch, ckpt_path)  # before the data set is rendered again for nothing
     data = _load_or_make_data(out_dir, cfg)
     unet = build_unet(cfg.arch).to(device)
     text_encoder, tokenizer = build_text_encoder(cfg.arch)
@@ -100,9 +118,7 @@ def train_prior(out_dir: Path, cfg: PriorTrainConfig, show_progress: bool = True
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    ckpt_path = out_dir / "ckpt.pt"
-    if ckpt_path.exists():
-        ckpt = read_state(ckpt_path, device, "prior checkpoint")
+    if ckpt is not None:
         try:
             for module, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema_unet, "ema_unet"),
                                 (ema_text, "ema_text"), (optimizer, "optimizer")):

@@ -185,3 +185,17 @@ def test_train_prior_at_another_resolution_exports_a_model_the_guidance_renders_
     assert json.loads((out / "model" / "unet" / "config.json").read_text())["sample_size"] == 16
     guidance, _ = load_guidance(GuidanceConfig(model=str(out / "model")), "a red cube", torch.device("cpu"))
     assert guidance.image_size == 16 and guidance.encode(torch.rand(1, 3, 32, 32)).shape[-2:] == (16, 16)
+
+
+def test_a_checkpoint_does_not_resume_at_another_resolution(tmp_path, capsys):
+    from sds.cli import main
+
+    out = tmp_path / "prior"
+    args = ["train-prior", str(out), "--steps", "1", "--images-per-caption", "1", "--batch-size", "4"]
+    assert main([*args, "--resolution", "16"]) == 0
+    kept = {name: (out / name).read_bytes() for name in ("ckpt.pt", "data.pt")}
+    capsys.readouterr()
+    assert main([*args, "--resolution", "24"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "resolution" in err and "new folder" in err, err
+    assert {name: (out / name).read_bytes() for name in kept} == kept  # nothing rendered or written again
