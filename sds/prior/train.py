@@ -87,7 +87,7 @@ def _check_same_architecture(ckpt: dict, arch: PriorArchitecture, ckpt_path: Pat
     now = asdict(arch)
     changed = [k for k in now if json.dumps(saved.get(k)) != json.dumps(now[k])]  # JSON: a saved tuple reads as a list
     if changed:
-        raise RunError(f"{ckpt_path} was trained with another architecture ({', '.join(changed)} differ); "
+        raise RunError(f"{ckpt_path} was trained with another architecture (not the same: {', '.join(changed)}); "
                        "train into a new folder")
 
 
